@@ -29,7 +29,10 @@ class UnknownNameError(RobustlabError, KeyError):
         self.name = name
         self.valid = sorted(valid)
         message = f"unknown {kind} '{name}'; valid: {', '.join(self.valid) or '(none)'}"
-        close = difflib.get_close_matches(name, self.valid, n=1)
+        close = (
+            difflib.get_close_matches(name, self.valid, n=1)
+            or [v for v in self.valid if name and v.startswith(name)][:1]
+        )
         if close:
             message += f" (did you mean '{close[0]}'?)"
         super().__init__(message)

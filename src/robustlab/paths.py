@@ -24,7 +24,7 @@ CACHE_ENV = "ROBUSTLAB_CACHE"
 
 
 def user_cache_root() -> Path:
-    """The per-user cache folder for robustlab (``$XDG_CACHE_HOME/robustlab`` or ``~/.cache/...``)."""
+    """The per-user cache folder: ``$XDG_CACHE_HOME/robustlab`` or ``~/.cache/robustlab``."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "robustlab"
 

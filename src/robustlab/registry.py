@@ -84,7 +84,7 @@ def _parameters_of(factory: Callable[..., Any]) -> tuple[Parameter, ...]:
 
 def _summary_of(factory: Callable[..., Any]) -> str:
     doc = inspect.getdoc(factory) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    return doc.strip().splitlines()[0].replace("``", "") if doc.strip() else ""
 
 
 class Registry(Generic[T]):

@@ -1,0 +1,37 @@
+"""robustlab: measure and improve how well image classifiers survive degraded and attacked inputs.
+
+The Python API in one screen:
+
+- :func:`run_study` runs a YAML study (or a built-in one) and writes results and report;
+- :func:`load_model` loads a saved model (pixel-space input in ``[0, 1]``, logits out);
+- :func:`load_dataset`, :func:`create_degradation`, :func:`create_defense`,
+  :func:`create_model` build the pieces by name; ``robustlab list`` shows them all.
+
+Example:
+    >>> import torch, robustlab
+    >>> noisy = robustlab.create_degradation("salt_pepper", amount=0.2)(
+    ...     torch.rand(2, 1, 28, 28), torch.Generator().manual_seed(0))
+    >>> robustlab.create_defense("median", size=3)(noisy).shape
+    torch.Size([2, 1, 28, 28])
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from robustlab.data.datasets import load_dataset
+from robustlab.defend import create_defense, defended
+from robustlab.degrade import create_degradation
+from robustlab.models import create_model, load_model
+from robustlab.study.runner import run_study
+
+__all__ = [
+    "__version__",
+    "create_defense",
+    "create_degradation",
+    "create_model",
+    "defended",
+    "load_dataset",
+    "load_model",
+    "run_study",
+]

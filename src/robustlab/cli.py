@@ -1,0 +1,220 @@
+"""The ``robustlab`` command line.
+
+Example:
+    >>> from typer.testing import CliRunner
+    >>> result = CliRunner().invoke(app, ["list", "defenses"])
+    >>> "median" in result.output
+    True
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import torch
+import typer
+from PIL import Image, UnidentifiedImageError
+from rich.console import Console
+from rich.table import Table
+
+from robustlab.data.datasets import DATASETS
+from robustlab.defend import DEFENSES, create_defense
+from robustlab.degrade import DEGRADATIONS, create_degradation
+from robustlab.errors import RobustlabError
+from robustlab.models import MODELS
+from robustlab.registry import Registry
+from robustlab.seeding import make_generator
+from robustlab.spec import parse_spec
+from robustlab.tensors import to_uint8
+
+app = typer.Typer(
+    help="Measure and improve how well image classifiers survive degraded and attacked inputs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Folder holding MNIST/raw/..., FashionMNIST/raw/...; default $ROBUSTLAB_DATA, "
+        "then the user cache (~/.cache/robustlab/data).",
+    ),
+]
+
+
+def _fail(err: Exception) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {err}", highlight=False)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def run(
+    config: Annotated[
+        str | None,
+        typer.Argument(
+            help="Study YAML file, or a built-in study name (quickstart, papers/lin2022). "
+            "Default: the quickstart study."
+        ),
+    ] = None,
+    data_dir: DataDir = None,
+    device: Annotated[
+        str, typer.Option(help="auto (CUDA if available), cpu or cuda[:N].")
+    ] = "auto",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Run directory (default: the study's).")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Run a study: train (or reuse cached) models, evaluate every cell, write the report.
+
+    Rerunning the same study skips finished cells and cached models, so an interrupted run
+    (Ctrl-C, kill) resumes where it stopped.
+    """
+    from robustlab.study.runner import resolve_config_path, run_study
+
+    try:
+        path = resolve_config_path(config)
+        if not quiet:
+            errors.print(f"study: {path}")
+        result = run_study(
+            path, data_dir=data_dir, device=device, run_dir=output, progress=not quiet
+        )
+    except KeyboardInterrupt:
+        errors.print(
+            "[yellow]interrupted[/]: finished cells and trained epochs are saved; "
+            "run the same command again to resume."
+        )
+        raise typer.Exit(code=130) from None
+    except RobustlabError as err:
+        raise _fail(err) from None
+    console.print(
+        f"{result.cells_run} cells computed ({result.cells_total} in the study) "
+        f"in {result.seconds:.1f} s"
+    )
+    console.print(f"report:  {result.report_html}")
+    console.print(f"         {result.report_md}")
+    console.print(f"results: {result.results_csv}")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory holding results.sqlite.")],
+) -> None:
+    """Rebuild report.md and report.html of a run directory from its results store alone."""
+    from robustlab.report.build import build_report
+
+    try:
+        md, html = build_report(run_dir)
+    except RobustlabError as err:
+        raise _fail(err) from None
+    console.print(f"report:  {html}\n         {md}")
+
+
+def _read_image(path: Path) -> torch.Tensor:
+    try:
+        with Image.open(path) as img:
+            mode = "L" if img.mode in ("1", "L", "I", "I;16", "F", "LA") else "RGB"
+            array = np.asarray(img.convert(mode), dtype=np.uint8)
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
+        raise RobustlabError(f"cannot read image {path}: {err}") from err
+    if array.ndim == 2:
+        array = array[:, :, None]
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+
+
+@app.command()
+def degrade(
+    input: Annotated[Path, typer.Argument(help="Image file (PNG, JPEG, ...), grey or RGB.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the result.")],
+    degradation: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--degradation",
+            "-d",
+            help="Degradation SPEC, applied in the order given: name or name:key=value,... "
+            "e.g. salt_pepper:amount=0.2",
+        ),
+    ] = None,
+    defense: Annotated[
+        str | None, typer.Option(help="Input defence SPEC applied last, e.g. median:size=3.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random draws.")] = 0,
+) -> None:
+    """Apply degradations, then an input defence, to one image and write the result."""
+    try:
+        x = _read_image(input)
+        generator = make_generator(seed)
+        for spec in degradation or []:
+            name, params = parse_spec(spec)
+            x = create_degradation(name, **params)(x, generator)
+        if defense:
+            name, params = parse_spec(defense)
+            with torch.no_grad():
+                x = create_defense(name, **params)(x)
+        pixels = to_uint8(x)[0].permute(1, 2, 0).numpy()
+        image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        image.save(output)
+    except RobustlabError as err:
+        raise _fail(err) from None
+    except (ValueError, OSError) as err:
+        raise _fail(RobustlabError(f"cannot write {output}: {err}")) from None
+    console.print(f"wrote {output}")
+
+
+class Kind(str, enum.Enum):
+    """What ``robustlab list`` can show."""
+
+    all = "all"
+    datasets = "datasets"
+    models = "models"
+    degradations = "degradations"
+    defenses = "defenses"
+
+
+def _registry_table(title: str, registry: Registry[object]) -> Table:
+    table = Table(title=title, title_justify="left", show_lines=False)
+    table.add_column("name", style="bold cyan", no_wrap=True)
+    table.add_column("parameters")
+    table.add_column("description")
+    for entry in registry:
+        params = []
+        for p in entry.parameters:
+            text = str(p)
+            params.append(f"[bold]{text}[/]" if p.name == entry.severity else text)
+        table.add_row(entry.name, "\n".join(params) or "–", entry.summary)
+    return table
+
+
+@app.command("list")
+def list_pieces(
+    kind: Annotated[Kind, typer.Argument(help="Which registry to show.")] = Kind.all,
+) -> None:
+    """List datasets, models, degradations and defences with their parameters.
+
+    The parameter a study sweeps by default (its severity) is shown in bold.
+    """
+    shown: list[tuple[str, Registry[object]]] = [
+        ("datasets", DATASETS),  # type: ignore[list-item]
+        ("models", MODELS),  # type: ignore[list-item]
+        ("degradations", DEGRADATIONS),  # type: ignore[list-item]
+        ("defenses", DEFENSES),  # type: ignore[list-item]
+    ]
+    for name, registry in shown:
+        if kind in (Kind.all, Kind(name)):
+            console.print(_registry_table(name, registry))
+
+
+def main() -> None:
+    """Entry point that also honours ``ROBUSTLAB_DEBUG=1`` (full tracebacks)."""
+    if os.environ.get("ROBUSTLAB_DEBUG"):
+        app.pretty_exceptions_enable = True
+    app()

@@ -1,0 +1,22 @@
+"""Input defences placed in front of a classifier.
+
+Importing this package registers every built-in defence in :data:`DEFENSES`.
+
+Example:
+    >>> from robustlab.defend import DEFENSES
+    >>> DEFENSES.names()
+    ['box', 'gaussian', 'median', 'none']
+"""
+
+from robustlab.defend.base import DEFENSES, NoDefense, create_defense, defended
+from robustlab.defend.filters import BoxFilter, GaussianFilter, MedianFilter
+
+__all__ = [
+    "DEFENSES",
+    "BoxFilter",
+    "GaussianFilter",
+    "MedianFilter",
+    "NoDefense",
+    "create_defense",
+    "defended",
+]

@@ -1,0 +1,120 @@
+"""Saving and loading trained models: weights as safetensors plus a JSON model card.
+
+A saved model is two files side by side, ``NAME.safetensors`` (weights, no pickle) and
+``NAME.json`` (the card: architecture and its parameters, training data, seed, epochs, clean
+accuracy). :func:`load_model` rebuilds the architecture from the card and loads the weights.
+
+Example:
+    >>> import tempfile, torch
+    >>> from robustlab.models import create_model
+    >>> net = create_model("lin2022_cnn")
+    >>> card = ModelCard(architecture="lin2022_cnn", params={}, dataset="mnist-sample")
+    >>> path = save_model(net, card, tempfile.mkdtemp() + "/cnn")
+    >>> again = load_model(path)
+    >>> x = torch.rand(2, 1, 28, 28)
+    >>> bool(torch.equal(net.eval()(x), again(x)))
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from robustlab.errors import ModelError
+from robustlab.models.base import create_model
+
+
+class ModelCard(BaseModel):
+    """What determines a trained model and what it scored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    architecture: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    dataset: str = ""
+    dataset_fingerprint: str = ""
+    train_size: int = 0
+    seed: int = 0
+    epochs: int = 0
+    batch_size: int = 0
+    learning_rate: float = 0.0
+    optimizer: str = ""
+    clean_accuracy: float | None = None
+    test_size: int = 0
+    train_seconds: float = 0.0
+    cache_key: str = ""
+    robustlab_version: str = ""
+
+
+def _paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    base = Path(path)
+    if base.suffix in (".safetensors", ".json"):
+        base = base.with_suffix("")
+    return base.with_suffix(".safetensors"), base.with_suffix(".json")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_model(model: nn.Module, card: ModelCard, path: str | os.PathLike[str]) -> Path:
+    """Write ``model``'s weights and ``card`` next to each other; returns the weights path.
+
+    Both files are written atomically (temporary file, then rename), so an interrupted save
+    never leaves a half-written model behind.
+    """
+    weights, card_path = _paths(path)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = weights.with_name(weights.name + ".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, weights)
+    _atomic_write_text(card_path, card.model_dump_json(indent=2))
+    return weights
+
+
+def read_card(path: str | os.PathLike[str]) -> ModelCard:
+    """Read the JSON card of a saved model (``path`` may name either file of the pair)."""
+    _, card_path = _paths(path)
+    if not card_path.exists():
+        raise ModelError(
+            f"no model card at {card_path}; a robustlab model is a .safetensors file with a "
+            ".json card of the same name beside it"
+        )
+    try:
+        return ModelCard.model_validate(json.loads(card_path.read_text()))
+    except (json.JSONDecodeError, ValidationError) as err:
+        raise ModelError(f"model card {card_path} is not valid: {err}") from err
+
+
+def load_model(path: str | os.PathLike[str], device: str = "cpu") -> nn.Module:
+    """Load a saved model in eval mode: pixel-space input in ``[0, 1]``, logits out.
+
+    Args:
+        path: the ``.safetensors`` file, its ``.json`` card, or their common stem.
+        device: where to put the model.
+
+    Raises:
+        ModelError: if either file is missing or the weights do not fit the architecture.
+    """
+    weights, _ = _paths(path)
+    card = read_card(path)
+    if not weights.exists():
+        raise ModelError(
+            f"no weights at {weights} (the card {weights.with_suffix('.json')} exists)"
+        )
+    model = create_model(card.architecture, **card.params)
+    try:
+        model.load_state_dict(load_file(str(weights), device="cpu"))
+    except (RuntimeError, OSError) as err:
+        raise ModelError(f"weights in {weights} do not fit {card.architecture}: {err}") from err
+    return model.to(device).eval()

@@ -1,0 +1,324 @@
+"""Build ``report.md`` and ``report.html`` from a run directory's results store alone.
+
+The report re-plans the study from the configuration stored in the store, reads the finished
+cells and example images, and lays out: the models, the headline findings, one error table per
+model and degradation (errors out of N, rows = defences, the paper's layout), the paper's
+numbers beside ours when the study names a reference, accuracy-vs-severity curves and a grid of
+example images (clean, degraded, defended).
+
+Example:
+    >>> # build_report(Path("runs/quickstart")) -> (report.md path, report.html path)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from robustlab.report.document import (
+    Block,
+    Bullets,
+    Details,
+    Figure,
+    Heading,
+    Paragraph,
+    Table,
+    to_html,
+    to_markdown,
+)
+from robustlab.report.plots import accuracy_curves, montage_figure
+from robustlab.report.summary import Stat, StatKey, reduction, summarise
+from robustlab.study.config import ReferenceTable, StudyConfig
+from robustlab.study.plan import Plan, Setting, make_plan
+from robustlab.study.store import ResultsStore
+
+STORE_NAME = "results.sqlite"
+
+
+def _fmt_errors(stat: Stat | None) -> str:
+    if stat is None:
+        return "–"
+    if stat.trials > 1:
+        return f"{stat.errors_mean:.1f} ± {stat.errors_std:.1f}"
+    return f"{stat.errors_mean:.0f}"
+
+
+def _fmt_severity(value: float | None) -> str:
+    return "clean" if value is None else f"{value:g}"
+
+
+def _severities(plan: Plan) -> dict[str, tuple[str | None, list[float]]]:
+    out: dict[str, tuple[str | None, list[float]]] = {}
+    for s in plan.settings:
+        if s.name == "none":
+            continue
+        _, values = out.setdefault(s.label, (s.severity_name, []))
+        if s.severity is not None and s.severity not in values:
+            values.append(s.severity)
+    return out
+
+
+def _error_tables(plan: Plan, stats: dict[StatKey, Stat]) -> list[Block]:
+    blocks: list[Block] = []
+    severities = _severities(plan)
+    for model in plan.models:
+        blocks.append(Heading(f"{model.id} ({model.recipe.epochs} epochs)", 3))
+        for label, (swept, values) in severities.items():
+            header = ["defence", "no noise", *(f"{swept}={v:g}" for v in values)]
+            rows = []
+            for d in plan.defenses:
+                base_row = [_fmt_errors(stats.get((model.id, d.label, "clean", None)))]
+                for v in values:
+                    stat = stats.get((model.id, d.label, label, v))
+                    text = _fmt_errors(stat)
+                    bare = stats.get((model.id, "none", label, v))
+                    if d.name != "none" and stat is not None and bare is not None:
+                        cut = reduction(bare.errors_mean, stat.errors_mean)
+                        if cut is not None:
+                            text += f" ({-cut:+.0f}%)"
+                    base_row.append(text)
+                rows.append([d.label, *base_row])
+            n = next((s.n for k, s in stats.items() if k[0] == model.id), 0)
+            blocks.append(
+                Table(header, rows, caption=f"{label}: errors out of {n:,} (change vs no defence)")
+            )
+    return blocks
+
+
+def _headlines(plan: Plan, stats: dict[StatKey, Stat]) -> list[str]:
+    lines = []
+    severities = _severities(plan)
+    for model in plan.models:
+        for label, (swept, values) in severities.items():
+            if not values:
+                continue
+            top = max(values)
+            bare = stats.get((model.id, "none", label, top))
+            if bare is None:
+                continue
+            best = min(
+                (
+                    (stats[(model.id, d.label, label, top)].errors_mean, d.label)
+                    for d in plan.defenses
+                    if (model.id, d.label, label, top) in stats
+                ),
+                default=None,
+            )
+            if best is None:
+                continue
+            if best[1] == "none" or math.isclose(best[0], bare.errors_mean):
+                lines.append(
+                    f"{model.id}, {label} at {swept}={top:g}: no defence beats the bare model "
+                    f"({bare.errors_mean:.0f} errors out of {bare.n:,})."
+                )
+                continue
+            cut = reduction(bare.errors_mean, best[0])
+            lines.append(
+                f"{model.id}, {label} at {swept}={top:g}: **{best[1]}** cuts errors from "
+                f"{bare.errors_mean:.0f} to {best[0]:.0f} out of {bare.n:,} ({cut:.0f}% fewer)."
+            )
+    return lines
+
+
+def _reference_blocks(config: StudyConfig, stats: dict[StatKey, Stat]) -> list[Block]:
+    reference = config.reference
+    if reference is None:
+        return []
+    blocks: list[Block] = [
+        Heading("Paper vs ours", 2),
+        Paragraph(f"Reference: {reference.citation}. Each cell reads **ours / paper**."),
+    ]
+    if reference.notes:
+        blocks.append(Bullets(reference.notes))
+    for table in reference.tables:
+        blocks.append(_reference_table(table, stats))
+    return blocks
+
+
+def _reference_table(table: ReferenceTable, stats: dict[StatKey, Stat]) -> Table:
+    header = ["defence", *(_fmt_severity(c) for c in table.columns)]
+    rows = []
+    n_ours = None
+    for defense, values in table.rows.items():
+        row = [defense]
+        for column, paper in zip(table.columns, values, strict=True):
+            degradation = "clean" if column is None else table.degradation
+            defense_key = "none" if column is None else defense
+            stat = stats.get((table.model, defense_key, degradation, column))
+            if stat is not None:
+                n_ours = stat.n
+            ours = "–"
+            if stat is not None:
+                ours = (
+                    f"{stat.errors_mean:.0f}"
+                    if table.metric == "errors"
+                    else f"{stat.accuracy_mean:.4f}"
+                )
+            if column is None and defense != "none":
+                row.append("")
+                continue
+            paper_text = "–" if paper is None else f"{paper:g}"
+            row.append(f"{ours} / {paper_text}")
+        rows.append(row)
+    unit = f" (errors out of {n_ours or '?'} ours / {table.n or '?'} paper)"
+    return Table(header, rows, caption=table.title + (unit if table.metric == "errors" else ""))
+
+
+def _example_figure(plan: Plan, store: ResultsStore) -> Figure | None:
+    stored = store.examples()
+    if not stored:
+        return None
+    columns = ["input", *(d.label for d in plan.defenses)]
+    rows: list[tuple[str, Sequence[np.ndarray | None]]] = []
+    seen: set[str] = set()
+    settings: list[Setting] = []
+    for s in plan.settings:
+        if s.key not in seen:
+            seen.add(s.key)
+            settings.append(s)
+    for s in settings:
+        strips: list[np.ndarray | None] = []
+        for column in ["degraded", *(d.label for d in plan.defenses)]:
+            item = stored.get((s.key, column))
+            strips.append(
+                None if item is None else np.frombuffer(item[0], dtype=np.uint8).reshape(item[1])
+            )
+        if any(x is not None for x in strips):
+            name = "clean" if s.name == "none" else f"{s.label} {s.severity_name}={s.severity:g}"
+            rows.append((name, strips))
+    if not rows:
+        return None
+    return Figure(
+        "examples",
+        montage_figure(rows, columns),
+        "Example test images: the degraded input and what each defence makes of it "
+        "(lin2022 Figures 7 and 8).",
+    )
+
+
+def report_blocks(store: ResultsStore) -> tuple[list[Block], str]:
+    """The report's blocks and title, computed from ``store`` alone."""
+    config = StudyConfig.model_validate(store.get_meta("config"))
+    plan = make_plan(config, store.get_meta("data_fingerprint", ""))
+    dataset = store.get_meta("dataset", {})
+    environment = store.get_meta("environment", {})
+    rows = store.cells([c.key for c in plan.cells])
+    stats = summarise(rows)
+    models = store.models()
+    title = f"robustlab study: {config.name}"
+
+    blocks: list[Block] = [Heading(title, 1)]
+    if config.description:
+        blocks.append(Paragraph(config.description.strip()))
+    done = len(rows)
+    status = "complete" if done == len(plan.cells) else f"INCOMPLETE: {done} of {len(plan.cells)}"
+    blocks.append(
+        Paragraph(
+            f"Dataset `{dataset.get('name', config.dataset.name)}`: "
+            f"{dataset.get('train_size', '?'):,} training and {dataset.get('test_size', '?'):,} "
+            f"test images. Cells: {done} of {len(plan.cells)} ({status}). "
+            f"Trials per random setting: {config.trials}. Device: {environment.get('device', '?')}."
+        )
+    )
+    if dataset.get("notes"):
+        blocks.append(Bullets(list(dataset["notes"])))
+
+    headlines = _headlines(plan, stats)
+    if headlines:
+        blocks += [Heading("Findings", 2), Bullets(headlines)]
+
+    model_rows = []
+    for m in plan.models:
+        card = models.get(m.id, {}).get("card", {})
+        accuracy = card.get("clean_accuracy")
+        model_rows.append(
+            [
+                m.id,
+                m.recipe.architecture,
+                str(m.recipe.epochs),
+                f"{m.recipe.optimizer} lr={m.recipe.learning_rate:g} batch={m.recipe.batch_size}",
+                str(card.get("train_size", "–")),
+                "–" if accuracy is None else f"{accuracy:.4f}",
+                str(card.get("cache_key", "–")),
+            ]
+        )
+    blocks += [
+        Heading("Models", 2),
+        Table(
+            [
+                "model",
+                "architecture",
+                "epochs",
+                "training",
+                "train images",
+                "clean accuracy",
+                "cache key",
+            ],
+            model_rows,
+        ),
+    ]
+    blocks += _reference_blocks(config, stats)
+    blocks.append(Heading("Errors per defence and degradation", 2))
+    blocks += _error_tables(plan, stats)
+
+    severities = _severities(plan)
+    if severities:
+        curves = accuracy_curves(
+            stats,
+            [m.id for m in plan.models],
+            [d.label for d in plan.defenses],
+            [(label, swept, values) for label, (swept, values) in severities.items()],
+        )
+        blocks += [
+            Heading("Accuracy vs severity", 2),
+            Figure(
+                "accuracy",
+                curves,
+                "Accuracy per defence (colour) and model (line style); grey lines: clean "
+                "accuracy of the bare model; bands: ± one standard deviation over trials.",
+            ),
+        ]
+    examples = _example_figure(plan, store)
+    if examples is not None:
+        blocks += [Heading("Examples", 2), examples]
+
+    seconds = sum(r.seconds for r in rows)
+    blocks.append(
+        Details(
+            "Run details",
+            [
+                Bullets(
+                    [
+                        f"evaluation time (sum over cells): {seconds:.1f} s",
+                        f"environment: {environment}",
+                        "results: `results.csv` (one row per cell), `results.sqlite` (store), "
+                        "`models.json` (cached models used), `config.yaml` (validated study)",
+                    ]
+                )
+            ],
+        )
+    )
+    return blocks, title
+
+
+def build_report(run_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``report.md`` (+ ``report_files/``) and ``report.html`` into ``run_dir``."""
+    run_dir = Path(run_dir)
+    store_path = run_dir / STORE_NAME
+    if not store_path.exists():
+        from robustlab.errors import RobustlabError
+
+        raise RobustlabError(f"{run_dir} holds no {STORE_NAME}; run a study there first")
+    store = ResultsStore(store_path)
+    try:
+        blocks, title = report_blocks(store)
+    finally:
+        store.close()
+    md_path = run_dir / "report.md"
+    html_path = run_dir / "report.html"
+    md_path.write_text(to_markdown(blocks, run_dir / "report_files"))
+    html_path.write_text(to_html(blocks, title))
+    return md_path, html_path

@@ -1,0 +1,118 @@
+"""Figures of the report, rendered with matplotlib (Agg) to PNG bytes.
+
+Example:
+    >>> import numpy as np
+    >>> png = montage_figure([("clean", [np.zeros((2, 1, 8, 8), dtype=np.uint8)])], ["input"])
+    >>> png[1:4]
+    b'PNG'
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+from robustlab.report.summary import Stat, StatKey
+
+LINESTYLES = ["-", "--", ":", "-."]
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def accuracy_curves(
+    stats: dict[StatKey, Stat],
+    models: Sequence[str],
+    defenses: Sequence[str],
+    degradations: Sequence[tuple[str, str | None, list[float]]],
+) -> bytes:
+    """Accuracy vs severity, one panel per degradation, one line per model x defence.
+
+    Args:
+        stats: aggregated statistics.
+        models: model ids (line style).
+        defenses: defence labels (colour).
+        degradations: ``(label, swept parameter, severities)`` per panel.
+    """
+    panels = max(len(degradations), 1)
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.6), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for ax, (label, swept, severities) in zip(axes[0], degradations, strict=False):
+        for mi, model in enumerate(models):
+            for di, defense in enumerate(defenses):
+                points = [(s, stats.get((model, defense, label, s))) for s in severities]
+                xs = [s for s, st in points if st is not None]
+                ys = np.array([st.accuracy_mean for _, st in points if st is not None])
+                sd = np.array([st.accuracy_std for _, st in points if st is not None])
+                if not xs:
+                    continue
+                ax.plot(
+                    xs, ys, marker="o", ms=3.5, color=colours(di % 10),
+                    linestyle=LINESTYLES[mi % len(LINESTYLES)], label=f"{defense} · {model}",
+                )  # fmt: skip
+                if sd.any():
+                    ax.fill_between(xs, ys - sd, ys + sd, color=colours(di % 10), alpha=0.18)
+            clean = stats.get((model, "none", "clean", None))
+            if clean is not None:
+                ax.axhline(clean.accuracy_mean, color="grey", lw=0.8, ls=LINESTYLES[mi % 4])
+        ax.set_title(label)
+        ax.set_xlabel(swept or "severity")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), frameon=False,
+                   bbox_to_anchor=(0.5, -0.02 - 0.05 * ((len(labels) - 1) // 4)))  # fmt: skip
+    fig.tight_layout(rect=(0, 0.08 + 0.05 * ((len(labels) - 1) // 4), 1, 1))
+    return _png(fig)
+
+
+def _tile(images: np.ndarray) -> np.ndarray:
+    """``(K, C, H, W)`` uint8 -> one ``(H, K*W + gaps, C)`` strip."""
+    k, c, h, w = images.shape
+    gap = 2
+    strip = np.full((h, k * w + (k - 1) * gap, c), 255, dtype=np.uint8)
+    for i in range(k):
+        strip[:, i * (w + gap) : i * (w + gap) + w] = images[i].transpose(1, 2, 0)
+    return strip
+
+
+def montage_figure(
+    rows: Sequence[tuple[str, Sequence[np.ndarray | None]]], columns: Sequence[str]
+) -> bytes:
+    """A grid of image strips: one row per setting, one column per stage (input, defences)."""
+    n_rows, n_cols = len(rows), len(columns)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(3.3 * n_cols, 0.62 * n_rows + 0.4), squeeze=False
+    )
+    for r, (label, strips) in enumerate(rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            images = strips[c] if c < len(strips) else None
+            if images is not None:
+                tile = _tile(images)
+                if tile.shape[2] == 1:
+                    ax.imshow(tile[:, :, 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+                else:
+                    ax.imshow(tile, interpolation="nearest")
+            if r == 0:
+                ax.set_title(columns[c], fontsize=9)
+            if c == 0:
+                ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout(pad=0.3)
+    return _png(fig)

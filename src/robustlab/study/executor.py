@@ -1,0 +1,223 @@
+"""The local executor: trains (or fetches) each model, then evaluates its pending groups.
+
+For each group it streams the test set in batches; each batch is degraded once with the group's
+generator and sent through every defence of the group. Per defence it accumulates a confusion
+matrix, from which the error count and accuracy follow. Finished groups go to the store at once.
+
+Example:
+    >>> # see robustlab.study.runner.run_study for the whole path; the executor is its engine
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from robustlab.data.base import Dataset, Split
+from robustlab.defend import create_defense
+from robustlab.degrade import create_degradation
+from robustlab.models.base import check_logits
+from robustlab.seeding import make_generator
+from robustlab.study.plan import Group, Plan
+from robustlab.study.progress import SilentProgress
+from robustlab.study.store import CellRow, ResultsStore
+from robustlab.tensors import to_uint8
+from robustlab.train.cache import ModelCache
+
+GroupCallback = Callable[[Group], None]
+
+
+@dataclass
+class GroupResult:
+    """Confusion matrices of one group, one per defence label."""
+
+    confusion: dict[str, torch.Tensor]
+    seconds: float
+
+
+@torch.inference_mode()
+def evaluate_group(
+    model: nn.Module,
+    group: Group,
+    test: Split,
+    num_classes: int,
+    *,
+    batch_size: int,
+    device: torch.device,
+    defenses: dict[str, nn.Module],
+    examples: int = 0,
+    on_examples: Callable[[str, torch.Tensor, torch.Tensor], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> GroupResult:
+    """Evaluate every defence of ``group`` on ``test`` under the group's degradation.
+
+    Args:
+        model: the classifier (eval mode, on ``device``).
+        group: which degradation setting, trial and seed.
+        test: the test split.
+        num_classes: number of logits the model must return.
+        batch_size: evaluation batch size.
+        device: where to compute.
+        defenses: the defence modules by label (on ``device``).
+        examples: how many leading test images to hand to ``on_examples``.
+        on_examples: called as ``(label, images, labels)`` for the degraded input (label
+            ``"degraded"``) and for each defence output, on the first batch only.
+        on_batch: called with the number of images after each batch and defence.
+    """
+    began = time.perf_counter()
+    degradation = create_degradation(group.setting.name, **group.setting.params)
+    generator = make_generator(group.seed, device)
+    confusion = {
+        label: torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
+        for label in defenses
+    }
+    first = True
+    for x, y in test.batches(batch_size, device):
+        degraded = degradation(x, generator)
+        if first and on_examples is not None and examples:
+            on_examples("degraded", degraded[:examples], y[:examples])
+        for label, defense in defenses.items():
+            defended = defense(degraded)
+            if first and on_examples is not None and examples:
+                on_examples(label, defended[:examples], y[:examples])
+            logits = check_logits(model(defended), len(y), num_classes)
+            predicted = logits.argmax(dim=1)
+            confusion[label] += torch.bincount(
+                y * num_classes + predicted, minlength=num_classes * num_classes
+            )
+            if on_batch is not None:
+                on_batch(len(y))
+        first = False
+    matrices = {k: v.view(num_classes, num_classes).cpu() for k, v in confusion.items()}
+    return GroupResult(matrices, time.perf_counter() - began)
+
+
+def execute(
+    plan: Plan,
+    dataset: Dataset,
+    store: ResultsStore,
+    *,
+    device: torch.device,
+    batch_size: int,
+    cache: ModelCache,
+    examples: int = 0,
+    progress: SilentProgress | None = None,
+    after_group: GroupCallback | None = None,
+) -> int:
+    """Run every group of ``plan`` that has unfinished cells; returns how many cells ran.
+
+    Args:
+        plan: the expanded study.
+        dataset: train split for training, test split for evaluation.
+        store: the results store; finished cells are skipped, new ones written at once.
+        device: where to train and evaluate.
+        batch_size: evaluation batch size.
+        cache: the trained-model cache.
+        examples: example images to store per setting and defence.
+        progress: progress reporter.
+        after_group: called after each group is stored (used by tests to interrupt a run).
+    """
+    progress = progress or SilentProgress()
+    finished = store.finished_keys()
+    pending = [g for g in plan.groups if any(c.key not in finished for c in g.cells)]
+    have_examples = {setting for setting, _ in store.examples()}
+    num_classes = dataset.num_classes
+    test = dataset.test
+    eval_total = sum(len(test) * sum(c.key not in finished for c in g.cells) for g in pending)
+    eval_task = progress.start("evaluating", eval_total) if pending else -1
+    ran = 0
+    for planned in plan.models:
+        groups = [g for g in pending if g.model.id == planned.id]
+        if not groups:
+            continue
+        train_task = [-1]
+
+        def on_start(
+            recipe: object,
+            first: int,
+            last: int,
+            _id: str = planned.id,
+            _task: list[int] = train_task,
+        ) -> None:
+            if last > first:
+                images = len(dataset.train) * (last - first)
+                _task[0] = progress.start(f"training {_id} (ep {first}->{last})", images)
+
+        def on_train_batch(n: int, _task: list[int] = train_task) -> None:
+            progress.advance(_task[0], n)
+
+        served = cache.get_or_train(
+            planned.recipe, dataset, device, on_start=on_start, on_batch=on_train_batch
+        )
+        if served.trained_epochs:
+            progress.finish(train_task[0])
+            progress.log(
+                f"trained {planned.id}: clean accuracy {served.card.clean_accuracy:.4f} "
+                f"in {served.card.train_seconds:.1f} s"
+            )
+        store.record_model(planned.id, str(served.path), served.card.model_dump())
+        model = served.model.to(device).eval()
+        for group in groups:
+            todo = [c for c in group.cells if c.key not in finished]
+            defenses = {
+                c.defense.label: create_defense(c.defense.name, **c.defense.params).to(device)
+                for c in todo
+            }
+            setting_key = group.setting.key
+            want_examples = examples if setting_key not in have_examples else 0
+
+            def keep(
+                label: str, images: torch.Tensor, labels: torch.Tensor, _k: str = setting_key
+            ) -> None:
+                pixels = to_uint8(images).cpu().contiguous()
+                store.add_example(
+                    _k, label, pixels.numpy().tobytes(), tuple(pixels.shape), labels.tolist()
+                )
+
+            result = evaluate_group(
+                model,
+                group,
+                test,
+                num_classes,
+                batch_size=batch_size,
+                device=device,
+                defenses=defenses,
+                examples=want_examples,
+                on_examples=keep if want_examples else None,
+                on_batch=lambda n: progress.advance(eval_task, n),
+            )
+            have_examples.add(setting_key)
+            rows = []
+            for cell in todo:
+                matrix = result.confusion[cell.defense.label]
+                n = int(matrix.sum())
+                correct = int(matrix.diag().sum())
+                rows.append(
+                    CellRow(
+                        key=cell.key,
+                        model=cell.model.id,
+                        defense=cell.defense.label,
+                        degradation=cell.setting.label,
+                        degradation_name=cell.setting.name,
+                        params=cell.setting.params,
+                        severity_name=cell.setting.severity_name,
+                        severity=cell.setting.severity,
+                        trial=cell.trial,
+                        n=n,
+                        errors=n - correct,
+                        accuracy=correct / n if n else 0.0,
+                        confusion=matrix.tolist(),
+                        seconds=result.seconds / len(todo),
+                    )
+                )
+            store.add_cells(rows)
+            ran += len(rows)
+            if after_group is not None:
+                after_group(group)
+    if eval_task >= 0:
+        progress.finish(eval_task)
+    return ran

@@ -1,0 +1,177 @@
+"""The planner: a study expands into cells, model x defence x degradation setting x trial.
+
+Cells that share a model, a degradation setting and a trial form a :class:`Group`: the executor
+degrades each test batch once and sends it through every defence of the group, so all defences
+(and all models) see exactly the same noisy images, a paired comparison. Every cell has a key
+that hashes everything its numbers depend on; the results store uses it to skip finished cells.
+
+Example:
+    >>> from robustlab.study.config import StudyConfig
+    >>> cfg = StudyConfig.model_validate({
+    ...     "name": "demo", "dataset": {"name": "mnist-sample"}, "trials": 2,
+    ...     "models": [{"name": "cnn", "architecture": "lin2022_cnn", "epochs": [1, 2]}],
+    ...     "degradations": [{"name": "salt_pepper", "grid": {"amount": [0.1, 0.3]}}],
+    ...     "defenses": ["none", "median"]})
+    >>> plan = make_plan(cfg, data_fingerprint="abc")
+    >>> len(plan.cells)  # 2 models x 2 defences x (1 clean + 2 amounts x 2 trials)
+    20
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from robustlab.degrade import DEGRADATIONS
+from robustlab.seeding import derive_seed
+from robustlab.study.config import StudyConfig
+from robustlab.train.loop import TrainingRecipe
+
+
+def _digest(payload: Any) -> str:
+    blob = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class PlannedModel:
+    """One trained model of the study: ``<name>-e<epochs>``."""
+
+    id: str
+    name: str
+    recipe: TrainingRecipe
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One degradation at one parameter setting (the clean setting is ``none``)."""
+
+    label: str
+    name: str
+    params: dict[str, Any]
+    severity_name: str | None
+    severity: float | None
+    random: bool
+
+    @property
+    def key(self) -> str:
+        """Identity of the setting, independent of label."""
+        return _digest({"name": self.name, "params": self.params})
+
+
+@dataclass(frozen=True)
+class DefenseSetting:
+    """One input defence."""
+
+    label: str
+    name: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """The smallest unit of results: one row of the results table."""
+
+    key: str
+    model: PlannedModel
+    defense: DefenseSetting
+    setting: Setting
+    trial: int
+
+
+@dataclass(frozen=True)
+class Group:
+    """Cells sharing model, setting and trial: evaluated in one pass over the test set."""
+
+    model: PlannedModel
+    setting: Setting
+    trial: int
+    seed: int
+    cells: tuple[Cell, ...]
+
+
+@dataclass
+class Plan:
+    """The expanded study."""
+
+    models: list[PlannedModel]
+    settings: list[Setting]
+    defenses: list[DefenseSetting]
+    groups: list[Group]
+    cells: list[Cell] = field(default_factory=list)
+
+
+def _severity(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def make_plan(config: StudyConfig, data_fingerprint: str) -> Plan:
+    """Expand ``config`` into models, settings, defences, groups and cells.
+
+    Args:
+        config: the validated study.
+        data_fingerprint: identifies the exact train and test data the cells are computed on.
+    """
+    models = [
+        PlannedModel(
+            id=f"{m.name}-e{epochs}",
+            name=m.name,
+            recipe=TrainingRecipe(
+                architecture=m.architecture,
+                params=m.params,
+                dataset=config.dataset.name,
+                epochs=epochs,
+                batch_size=m.batch_size,
+                learning_rate=m.learning_rate,
+                optimizer=m.optimizer,
+                seed=m.seed,
+            ),
+        )
+        for m in config.models
+        for epochs in m.epochs
+    ]
+    settings: list[Setting] = []
+    if config.include_clean:
+        settings.append(Setting("clean", "none", {}, None, None, random=False))
+    for d in config.degradations:
+        random = DEGRADATIONS.entry(d.name).factory.random  # type: ignore[attr-defined]
+        swept = d.swept
+        for params in d.settings():
+            value = params.get(swept) if swept else None
+            settings.append(Setting(d.label, d.name, params, swept, _severity(value), random))
+    defenses = [DefenseSetting(d.label, d.name, dict(d.params)) for d in config.defenses]
+
+    groups: list[Group] = []
+    cells: list[Cell] = []
+    scope = {"dataset": config.dataset.model_dump(), "data": data_fingerprint}
+    for model in models:
+        for setting in settings:
+            for trial in range(config.trials if setting.random else 1):
+                seed = derive_seed(config.seed, setting.name, setting.params, trial)
+                group_cells = tuple(
+                    Cell(
+                        key=_digest(
+                            {
+                                **scope,
+                                "model": model.recipe.model_dump(),
+                                "defense": [d.name, d.params],
+                                "degradation": [setting.name, setting.params],
+                                "trial": trial,
+                                "seed": seed,
+                            }
+                        ),
+                        model=model,
+                        defense=d,
+                        setting=setting,
+                        trial=trial,
+                    )
+                    for d in defenses
+                )
+                groups.append(Group(model, setting, trial, seed, group_cells))
+                cells.extend(group_cells)
+    return Plan(models, settings, defenses, groups, cells)

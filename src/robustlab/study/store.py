@@ -1,0 +1,179 @@
+"""The results store: one SQLite file per run directory, one row per finished cell.
+
+Rows are committed as soon as their group finishes, so a run killed at any moment loses at
+most the group in flight, and a rerun asks :meth:`ResultsStore.finished_keys` what to skip. The
+report is a pure function of this file.
+
+Example:
+    >>> import tempfile
+    >>> store = ResultsStore(tempfile.mkdtemp() + "/results.sqlite")
+    >>> store.set_meta("config", {"name": "demo"})
+    >>> store.get_meta("config")
+    {'name': 'demo'}
+    >>> store.finished_keys()
+    set()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS models (
+    model_id TEXT PRIMARY KEY, path TEXT NOT NULL, card TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cells (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    defense TEXT NOT NULL,
+    degradation TEXT NOT NULL,
+    degradation_name TEXT NOT NULL,
+    params TEXT NOT NULL,
+    severity_name TEXT,
+    severity REAL,
+    trial INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    errors INTEGER NOT NULL,
+    accuracy REAL NOT NULL,
+    confusion TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    finished_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS examples (
+    setting TEXT NOT NULL,
+    defense TEXT NOT NULL,
+    images BLOB NOT NULL,
+    shape TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    PRIMARY KEY (setting, defense)
+);
+"""
+
+
+@dataclass(frozen=True)
+class CellRow:
+    """One finished cell as stored."""
+
+    key: str
+    model: str
+    defense: str
+    degradation: str
+    degradation_name: str
+    params: dict[str, Any]
+    severity_name: str | None
+    severity: float | None
+    trial: int
+    n: int
+    errors: int
+    accuracy: float
+    confusion: list[list[int]]
+    seconds: float
+
+
+class ResultsStore:
+    """The SQLite results store of one run directory.
+
+    Args:
+        path: the database file (created with its tables when missing).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+        self._db.commit()
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable value under ``key``."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, default=str))
+            )
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        """The value stored under ``key``, or ``default``."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def record_model(self, model_id: str, path: str, card: dict[str, Any]) -> None:
+        """Remember which cached model served ``model_id``."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO models VALUES (?, ?, ?)", (model_id, path, json.dumps(card))
+            )
+
+    def models(self) -> dict[str, dict[str, Any]]:
+        """``model_id -> {"path": ..., "card": {...}}`` for every model recorded."""
+        rows = self._db.execute("SELECT model_id, path, card FROM models ORDER BY model_id")
+        return {m: {"path": p, "card": json.loads(c)} for m, p, c in rows}
+
+    def finished_keys(self) -> set[str]:
+        """Keys of every finished cell."""
+        return {k for (k,) in self._db.execute("SELECT key FROM cells")}
+
+    def add_cells(self, rows: Iterable[CellRow]) -> None:
+        """Write finished cells in one transaction."""
+        now = time.time()
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        r.key, r.model, r.defense, r.degradation, r.degradation_name,
+                        json.dumps(r.params, sort_keys=True), r.severity_name, r.severity,
+                        r.trial, r.n, r.errors, r.accuracy, json.dumps(r.confusion),
+                        r.seconds, now,
+                    )
+                    for r in rows
+                ],
+            )  # fmt: skip
+
+    def cells(self, keys: Iterable[str] | None = None) -> list[CellRow]:
+        """Stored cells, all of them or those with the given keys (in no particular order)."""
+        rows = self._db.execute(
+            "SELECT key, model, defense, degradation, degradation_name, params, severity_name, "
+            "severity, trial, n, errors, accuracy, confusion, seconds FROM cells"
+        ).fetchall()
+        wanted = set(keys) if keys is not None else None
+        return [
+            CellRow(
+                key=r[0], model=r[1], defense=r[2], degradation=r[3], degradation_name=r[4],
+                params=json.loads(r[5]), severity_name=r[6], severity=r[7], trial=r[8], n=r[9],
+                errors=r[10], accuracy=r[11], confusion=json.loads(r[12]), seconds=r[13],
+            )
+            for r in rows
+            if wanted is None or r[0] in wanted
+        ]  # fmt: skip
+
+    def add_example(
+        self, setting: str, defense: str, images: bytes, shape: tuple[int, ...], labels: list[int]
+    ) -> None:
+        """Store example images (uint8 bytes of ``shape``) for a setting and defence."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR IGNORE INTO examples VALUES (?, ?, ?, ?, ?)",
+                (setting, defense, images, json.dumps(list(shape)), json.dumps(labels)),
+            )
+
+    def examples(self) -> dict[tuple[str, str], tuple[bytes, tuple[int, ...], list[int]]]:
+        """``(setting key, defence label) -> (uint8 bytes, shape, labels)``."""
+        rows = self._db.execute("SELECT setting, defense, images, shape, labels FROM examples")
+        return {
+            (s, d): (bytes(b), tuple(json.loads(shape)), json.loads(labels))
+            for s, d, b, shape, labels in rows
+        }

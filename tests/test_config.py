@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from robustlab.errors import ConfigError
+from robustlab.study.config import StudyConfig, load_config, parse_config
+from robustlab.study.plan import make_plan
+from robustlab.study.runner import builtin_config, resolve_config_path
+
+BASE: dict[str, Any] = {
+    "name": "t",
+    "dataset": {"name": "mnist-sample"},
+    "models": [{"name": "cnn", "architecture": "lin2022_cnn", "epochs": [1]}],
+    "degradations": [{"name": "salt_pepper", "grid": {"amount": [0.1]}}],
+    "defenses": ["none", "median:size=3"],
+}
+
+
+def _with(**changes: Any) -> dict[str, Any]:
+    return {**BASE, **changes}
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (
+            {"dataset": {"name": "mnits"}},
+            "unknown dataset 'mnits'; valid: fashion-mnist, mnist, mnist-sample",
+        ),
+        (
+            {"degradations": [{"name": "salt", "grid": {"amount": [0.1]}}]},
+            "valid: gaussian_noise, none, salt_pepper",
+        ),
+        (
+            {"degradations": [{"name": "salt_pepper", "grid": {"sigma": [0.1]}}]},
+            "parameter of degradation 'salt_pepper' 'sigma'; valid: amount",
+        ),
+        ({"defenses": ["mean"]}, "unknown defence 'mean'; valid: box, gaussian, median, none"),
+        ({"defenses": ["median:radius=2"]}, "valid: size"),
+        (
+            {"models": [{"name": "m", "architecture": "vgg"}]},
+            "unknown model 'vgg'; valid: lin2022_cnn",
+        ),
+        ({"trials": 0}, "trials"),
+        ({"colour": "blue"}, "colour"),
+        ({"defenses": ["median", "median"]}, "repeated"),
+    ],
+)
+def test_bad_configs_name_the_problem(changes: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(_with(**changes), "study.yaml")
+    assert expected in str(err.value)
+    assert "study.yaml" in str(err.value)
+
+
+def test_malformed_yaml_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: t\ndataset:\n  name: mnist\nmodels: [\n  {name: a\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: malformed YAML at line \d+, column \d+"):
+        load_config(path)
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        resolve_config_path("no/such/study.yaml")
+
+
+@pytest.mark.parametrize("name", ["quickstart", "papers/lin2022"])
+def test_builtin_configs_validate(name: str) -> None:
+    config = load_config(builtin_config(name))
+    assert isinstance(config, StudyConfig)
+    assert resolve_config_path(f"configs/{name}.yaml").name == f"{name.split('/')[-1]}.yaml"
+
+
+def test_lin2022_reference_matches_plan() -> None:
+    config = load_config(builtin_config("papers/lin2022"))
+    plan = make_plan(config, "x")
+    ids = {m.id for m in plan.models}
+    assert ids == {"cnn-e10", "cnn-e20", "cnn-e30"}
+    assert config.reference is not None
+    labels = {d.label for d in plan.defenses}
+    for table in config.reference.tables:
+        assert table.model in ids
+        assert set(table.rows) <= labels
+    # Tables 1-4 of the paper, spot-checked.
+    by_title = {t.title: t for t in config.reference.tables}
+    assert by_title["Table 2: salt-and-pepper noise, 10 epochs"].rows["median"][3] == 705
+
+
+def test_plan_pairs_defences_on_identical_noise() -> None:
+    config = parse_config(
+        _with(trials=3, models=[{"name": "a", "architecture": "lin2022_cnn", "epochs": [1, 2]}])
+    )
+    plan = make_plan(config, "fp")
+    # Noise seeds depend on the setting and trial only: every model and defence sees the same draw.
+    seeds = {(g.setting.key, g.trial): set() for g in plan.groups}
+    for g in plan.groups:
+        seeds[(g.setting.key, g.trial)].add(g.seed)
+    assert all(len(s) == 1 for s in seeds.values())
+    # Clean is deterministic: one trial; salt_pepper: three.
+    assert len(plan.cells) == 2 * 2 * (1 + 3)
+    assert len({c.key for c in plan.cells}) == len(plan.cells)
+    # The key changes with the data.
+    assert make_plan(config, "other").cells[0].key != plan.cells[0].key

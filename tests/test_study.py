@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from robustlab.report.build import build_report
+from robustlab.study.config import parse_config
+from robustlab.study.plan import Group
+from robustlab.study.runner import CSV_COLUMNS, run_study
+from robustlab.study.store import ResultsStore
+
+SMALL: dict[str, Any] = {
+    "name": "small",
+    "seed": 3,
+    "dataset": {"name": "mnist-sample", "test_limit": 200},
+    "models": [
+        {"name": "cnn", "architecture": "lin2022_cnn", "epochs": [1, 2], "learning_rate": 0.001}
+    ],
+    "degradations": [
+        {"name": "gaussian_noise", "grid": {"sigma": [0.2]}},
+        {"name": "salt_pepper", "grid": {"amount": [0.1, 0.3]}},
+    ],
+    "defenses": ["none", "box", "median"],
+    "trials": 2,
+    "batch_size": 64,
+    "examples": 4,
+}
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_study_runs_and_writes_everything(tmp_path: Path) -> None:
+    result = run_study(parse_config(SMALL), run_dir=tmp_path / "run", device="cpu")
+    # 2 models x 3 defences x (clean + 3 noisy settings x 2 trials)
+    assert result.cells_total == result.cells_run == 2 * 3 * (1 + 3 * 2)
+    rows = _read_csv(result.results_csv)
+    assert list(rows[0]) == CSV_COLUMNS
+    assert len(rows) == result.cells_total
+    for row in rows:
+        assert int(row["n"]) == 200
+        assert float(row["accuracy"]) == pytest.approx(1 - int(row["errors"]) / 200)
+    severities = {(r["degradation"], r["severity"]) for r in rows}
+    assert ("clean", "") in severities and ("salt_pepper", "0.3") in severities
+    # The two trials of a random setting differ; the clean cell has one trial.
+    sp = [
+        r
+        for r in rows
+        if r["model"] == "cnn-e2" and r["defense"] == "none" and r["severity"] == "0.3"
+    ]
+    assert len(sp) == 2
+    assert len([r for r in rows if r["degradation"] == "clean"]) == 2 * 3
+    for name in ("report.md", "report.html", "models.json", "config.yaml"):
+        assert (result.run_dir / name).exists()
+    html = result.report_html.read_text()
+    assert "data:image/png;base64," in html and "<img" in html
+    assert 'src="http' not in html, "the HTML report must be self-contained"
+    assert "Errors per defence" in result.report_md.read_text()
+
+    # A rerun computes nothing and trains nothing.
+    again = run_study(parse_config(SMALL), run_dir=tmp_path / "run", device="cpu")
+    assert again.cells_run == 0
+    assert _read_csv(again.results_csv) == rows
+
+
+def test_interrupted_run_resumes_to_identical_results(tmp_path: Path) -> None:
+    reference = run_study(parse_config(SMALL), run_dir=tmp_path / "straight", device="cpu")
+    seen = {"groups": 0}
+
+    def interrupt(group: Group) -> None:
+        seen["groups"] += 1
+        if seen["groups"] == 5:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_study(
+            parse_config(SMALL), run_dir=tmp_path / "resumed", device="cpu", after_group=interrupt
+        )
+    store = ResultsStore(tmp_path / "resumed" / "results.sqlite")
+    partial = len(store.finished_keys())
+    store.close()
+    assert 0 < partial < reference.cells_total
+    resumed = run_study(parse_config(SMALL), run_dir=tmp_path / "resumed", device="cpu")
+    assert resumed.cells_run == reference.cells_total - partial
+    assert resumed.results_csv.read_bytes() == reference.results_csv.read_bytes()
+
+
+def test_report_is_rebuilt_from_the_store_alone(tmp_path: Path) -> None:
+    result = run_study(parse_config({**SMALL, "trials": 1}), run_dir=tmp_path / "r", device="cpu")
+    original = result.report_md.read_text()
+    result.report_md.unlink()
+    result.report_html.unlink()
+    md, html = build_report(result.run_dir)
+    assert md.read_text() == original
+    assert html.exists()
+
+
+def test_changed_grid_only_computes_new_cells(tmp_path: Path) -> None:
+    first = run_study(parse_config({**SMALL, "trials": 1}), run_dir=tmp_path / "r", device="cpu")
+    bigger = {**SMALL, "trials": 1, "defenses": ["none", "box", "median", "median:size=5"]}
+    bigger["defenses"] = [
+        "none",
+        "box",
+        "median",
+        {"name": "median", "params": {"size": 5}, "label": "median5"},
+    ]
+    second = run_study(parse_config(bigger), run_dir=tmp_path / "r", device="cpu")
+    assert second.cells_total == first.cells_total * 4 // 3
+    assert second.cells_run == second.cells_total - first.cells_total
