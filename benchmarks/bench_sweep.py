@@ -32,7 +32,9 @@ add on top of model inference: ideally close to ``1 + filter cost``. Every measu
 regions on CUDA. After a warm-up (the first group of each degradation kind through each
 measurement) each measurement runs ``--repeats`` times, the three interleaved within a repeat so
 background load hits them alike; each number reported is the median over the repeats (taken per
-number, so the phase medians need not add up exactly to the median of their sum).
+number, so the phase medians need not add up exactly to the median of their sum). As a noise
+check the table also gives the ratio of the fastest repeats and the max/min spread of the
+repeats; on a busy machine rerun it, or raise ``--repeats``.
 
 Run:
     python benchmarks/bench_sweep.py [--config quickstart] [--device auto] [--repeats 3]
@@ -59,6 +61,7 @@ from robustlab.data.base import Split
 from robustlab.defend import create_defense
 from robustlab.degrade import create_degradation
 from robustlab.device import resolve_device
+from robustlab.errors import RobustlabError
 from robustlab.models.base import check_logits
 from robustlab.seeding import make_generator
 from robustlab.study.config import load_config
@@ -229,7 +232,13 @@ def _table(results: dict[str, Any]) -> str:
     """The human-readable report."""
     c = results["counts"]
     m = results["median_seconds"]
+    lo = results["min_seconds"]
     total = m["sweep_total"]
+
+    def spread(key: str) -> float:
+        values = results["samples_seconds"][key]
+        return float(max(values) / min(values)) if min(values) > 0 else float("nan")
+
     rows: list[tuple[str, int, float]] = [
         ("load (uint8 -> float)", c["degrade_images"], m["load"]),
         ("degrade", c["degrade_images"], m["degrade"]),
@@ -252,12 +261,17 @@ def _table(results: dict[str, Any]) -> str:
     ]
     for name, images, sec in rows:
         share = f"{100 * sec / total:>7.1f}%" if total > 0 else f"{'-':>8}"
-        lines.append(f"{name:<34}{images:>9,}{sec:>10.3f}{_rate(images, sec)}{share}")
+        rate = f"{'-':>12}" if name.startswith("other") else _rate(images, sec)
+        lines.append(f"{name:<34}{images:>9,}{sec:>10.3f}{rate}{share}")
     lines += [
         "-" * 73,
         f"ratio sweep_total / pure_inference : {results['ratio']:.2f}x",
         f"ratio phase_sum / sweep_total      : {m['phase_sum'] / total:.3f} "
         f"(phased loop wall time {m['phased_total']:.3f} s)",
+        f"noise check, fastest repeat of each: sweep_total {lo['sweep_total']:.3f} s, "
+        f"pure_inference {lo['pure_inference']:.3f} s, ratio {results['ratio_of_minima']:.2f}x",
+        f"spread over repeats (max/min)      : sweep_total {spread('sweep_total'):.2f}, "
+        f"pure_inference {spread('pure_inference'):.2f}, phase_sum {spread('phase_sum'):.2f}",
         "(share = fraction of the sweep total; images = images through that phase;",
         " seconds = median of the repeats, each number on its own)",
     ]
@@ -277,10 +291,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
 
-    config_path = resolve_config_path(args.config)
-    config = load_config(config_path)
-    device = resolve_device(args.device)
-    dataset = prepare_dataset(config, args.data_dir)
+    try:
+        config_path = resolve_config_path(args.config)
+        config = load_config(config_path)
+        device = resolve_device(args.device)
+        dataset = prepare_dataset(config, args.data_dir)
+    except RobustlabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     plan = make_plan(config, data_fingerprint(dataset))
     planned = plan.models[0]
     cache = ModelCache(args.cache)
@@ -306,9 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     clean = [x for x, _ in sweep.test.batches(sweep.batch_size, device)]
 
     # Warm-up, not timed: the first group of each degradation kind through each measurement,
-    # enough to build every kernel, primitive cache and allocator pool the sweep uses (a full
-    # sweep would double the run time for nothing). It also checks that the phased sweep does
-    # exactly what production does: same batches, same noise, same confusion matrices.
+    # enough to build every kernel, primitive cache and allocator pool the sweep uses (a whole
+    # sweep would add a third to the run time for nothing). It also checks that the phased
+    # sweep does exactly what production does: same batches, noise and confusion matrices.
     warm = replace(sweep, groups=list({g.setting.name: g for g in reversed(sweep.groups)}.values()))
     phased = run_phased(warm)
     if not _same(phased.confusion, run_production(warm)[1]):
@@ -357,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "median_seconds": median,
         "ratio": median["sweep_total"] / median["pure_inference"],
+        "min_seconds": {k: min(v) for k, v in samples.items()},
+        "ratio_of_minima": min(samples["sweep_total"]) / min(samples["pure_inference"]),
         "samples_seconds": {**samples, "defend_per_defense": per_defense},
     }
 

@@ -55,6 +55,7 @@ class Entry(Generic[T]):
     parameters: tuple[Parameter, ...]
     severity: str | None = None
     tags: tuple[str, ...] = field(default_factory=tuple)
+    open_keywords: bool = False  # the factory takes **kwargs and validates them itself
 
     @property
     def parameter_names(self) -> list[str]:
@@ -115,8 +116,11 @@ class Registry(Generic[T]):
             parameters = _parameters_of(factory)
             if severity is not None and severity not in [p.name for p in parameters]:
                 raise ValueError(f"{self.kind} '{name}' has no parameter '{severity}'")
+            open_keywords = any(
+                p.kind == p.VAR_KEYWORD for p in inspect.signature(factory).parameters.values()
+            )
             self._entries[name] = Entry(
-                name, factory, _summary_of(factory), parameters, severity, tags
+                name, factory, _summary_of(factory), parameters, severity, tags, open_keywords
             )
             return factory
 
@@ -138,7 +142,7 @@ class Registry(Generic[T]):
         entry = self.entry(name)
         valid = entry.parameter_names
         for key in params:
-            if key not in valid:
+            if key not in valid and not entry.open_keywords:
                 raise UnknownNameError(f"parameter of {self.kind} '{name}'", key, valid)
         for p in entry.parameters:
             if p.required and p.name not in params:

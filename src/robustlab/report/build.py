@@ -30,6 +30,13 @@ from robustlab.report.document import (
     to_markdown,
 )
 from robustlab.report.plots import accuracy_curves, montage_figure
+from robustlab.report.sections import (
+    improvement_tables,
+    mce_table,
+    per_class_tables,
+    quality_tables,
+    scatter_figures,
+)
 from robustlab.report.summary import Stat, StatKey, reduction, summarise
 from robustlab.study.config import ReferenceTable, StudyConfig
 from robustlab.study.plan import Plan, Setting, make_plan
@@ -81,9 +88,15 @@ def _error_tables(plan: Plan, stats: dict[StatKey, Stat]) -> list[Block]:
                             text += f" ({-cut:+.0f}%)"
                     base_row.append(text)
                 rows.append([d.label, *base_row])
-            n = next((s.n for k, s in stats.items() if k[0] == model.id), 0)
+            n_clean = {s.n for k, s in stats.items() if k[0] == model.id and k[2] == "clean"}
+            n_noisy = {s.n for k, s in stats.items() if k[0] == model.id and k[2] == label}
+            out_of = ", ".join(f"{n:,}" for n in sorted(n_clean | n_noisy))
+            if n_clean and n_noisy and n_clean != n_noisy:
+                out_of = f"{min(n_clean):,} clean / {max(n_noisy):,} degraded (images x copies)"
             blocks.append(
-                Table(header, rows, caption=f"{label}: errors out of {n:,} (change vs no defence)")
+                Table(
+                    header, rows, caption=f"{label}: errors out of {out_of} (change vs no defence)"
+                )
             )
     return blocks
 
@@ -261,10 +274,24 @@ def report_blocks(store: ResultsStore) -> tuple[list[Block], str]:
         ),
     ]
     blocks += _reference_blocks(config, stats)
+    copies_note = (
+        f" Every test image is degraded {config.copies} times per trial (Monte-Carlo copies), "
+        "so N counts images x copies."
+        if config.copies > 1
+        else ""
+    )
     blocks.append(Heading("Errors per defence and degradation", 2))
+    if copies_note:
+        blocks.append(Paragraph(copies_note.strip()))
     blocks += _error_tables(plan, stats)
 
     severities = _severities(plan)
+    classes = list(dataset.get("classes", []))
+    blocks += improvement_tables(plan, stats, severities)
+    blocks += mce_table(plan, stats, severities, config.baseline_model)
+    blocks += quality_tables(plan, rows, severities)
+    if classes:
+        blocks += per_class_tables(plan, rows, classes)
     if severities:
         curves = accuracy_curves(
             stats,
@@ -281,6 +308,8 @@ def report_blocks(store: ResultsStore) -> tuple[list[Block], str]:
                 "accuracy of the bare model; bands: ± one standard deviation over trials.",
             ),
         ]
+    if classes:
+        blocks += scatter_figures(plan, rows, store, classes)
     examples = _example_figure(plan, store)
     if examples is not None:
         blocks += [Heading("Examples", 2), examples]

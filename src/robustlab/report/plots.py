@@ -116,3 +116,42 @@ def montage_figure(
                 ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     fig.tight_layout(pad=0.3)
     return _png(fig)
+
+
+def score_scatter(
+    psnr_db: np.ndarray,
+    score: np.ndarray,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    classes: Sequence[str],
+    max_points_per_class: int = 6000,
+) -> bytes:
+    """PSNR vs true-class score, one panel per class; misclassified red, correct grey.
+
+    Large classes are thinned to ``max_points_per_class`` points (evenly, deterministically),
+    keeping every misclassified sample so that failures are never hidden.
+    """
+    n = len(classes)
+    cols = min(n, 5)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.0 * cols, 2.5 * rows), squeeze=False, sharey=True
+    )
+    for index, name in enumerate(classes):
+        ax = axes[index // cols][index % cols]
+        mine = labels == index
+        wrong = mine & (predicted != labels)
+        right = np.flatnonzero(mine & (predicted == labels))
+        if len(right) > max_points_per_class:
+            right = right[:: -(-len(right) // max_points_per_class)]
+        ax.scatter(psnr_db[right], score[right], s=2, c="#9aa3ab", alpha=0.35, linewidths=0)
+        ax.scatter(psnr_db[wrong], score[wrong], s=3, c="#d62728", alpha=0.7, linewidths=0)
+        ax.set_title(f"{name}  ({int(wrong.sum())} wrong / {int(mine.sum())})", fontsize=8)
+        ax.set_xlabel("PSNR (dB)", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for index in range(n, rows * cols):
+        axes[index // cols][index % cols].axis("off")
+    axes[0][0].set_ylabel("score of true class", fontsize=7)
+    fig.tight_layout()
+    return _png(fig)

@@ -184,11 +184,48 @@ class StudyConfig(_Strict):
     degradations: list[DegradationConfig] = Field(default_factory=list)
     defenses: list[DefenseConfig] = Field(default_factory=lambda: [DefenseConfig(name="none")])
     trials: int = Field(1, ge=1, description="independent draws of every random degradation")
+    copies: int = Field(
+        1, ge=1, description="Monte-Carlo degraded copies of every test image per trial"
+    )
     include_clean: bool = True
     batch_size: int = Field(1000, ge=1, description="evaluation batch size")
+    quality_metrics: bool = Field(True, description="PSNR and SSIM of every degraded input")
+    records: int = Field(
+        0, ge=0, description="keep per-sample records (PSNR, score, prediction) of N copies"
+    )
     examples: int = Field(8, ge=0, le=64, description="example images stored per setting")
+    baseline_model: str | None = Field(
+        None, description="model id (e.g. cnn-e10) that mCE and relative mCE are relative to"
+    )
     output: str | None = Field(None, description="run directory; default runs/<name>")
     reference: Reference | None = None
+
+    @field_validator("degradations", mode="before")
+    @classmethod
+    def _expand_suites(cls, entries: Any) -> Any:
+        """Replace ``{suite: NAME}`` entries by the suite's degradations and severity grids."""
+        if not isinstance(entries, list):
+            return entries
+        expanded: list[Any] = []
+        for entry in entries:
+            if isinstance(entry, dict) and "suite" in entry:
+                from robustlab.degrade.suites import expand_suite
+
+                extra = set(entry) - {"suite"}
+                if extra:
+                    raise ValueError(f"a suite entry takes only 'suite', not {sorted(extra)}")
+                with _as_value_error():
+                    for item in expand_suite(str(entry["suite"])):
+                        expanded.append(
+                            {
+                                "name": item.degradation,
+                                "label": item.label,
+                                "grid": {item.parameter: list(item.values)},
+                            }
+                        )
+            else:
+                expanded.append(entry)
+        return expanded
 
     @model_validator(mode="after")
     def _unique_labels(self) -> StudyConfig:
@@ -200,6 +237,13 @@ class StudyConfig(_Strict):
             dupes = {x for x in labels if labels.count(x) > 1}
             if dupes:
                 raise ValueError(f"{kind} labels must be unique; repeated: {sorted(dupes)}")
+        if self.baseline_model is not None:
+            ids = [f"{m.name}-e{e}" for m in self.models for e in m.epochs]
+            if self.baseline_model not in ids:
+                raise ValueError(
+                    f"baseline_model '{self.baseline_model}' is not a model of this study; "
+                    f"valid: {', '.join(ids)}"
+                )
         return self
 
     def run_dir(self, base: str | os.PathLike[str] | None = None) -> Path:

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
 from robustlab.data.base import Dataset, Split
 from robustlab.defend import create_defense
 from robustlab.degrade import create_degradation
+from robustlab.metrics import psnr, ssim
 from robustlab.models.base import check_logits
 from robustlab.seeding import make_generator
 from robustlab.study.plan import Group, Plan
@@ -33,10 +35,57 @@ GroupCallback = Callable[[Group], None]
 
 @dataclass
 class GroupResult:
-    """Confusion matrices of one group, one per defence label."""
+    """What one pass over the test set measured, per defence label where it differs."""
 
     confusion: dict[str, torch.Tensor]
     seconds: float
+    psnr_sum: float = 0.0  # over finite PSNRs of the degraded input
+    psnr_count: int = 0
+    identical: int = 0  # degraded images equal to the clean one (infinite PSNR)
+    ssim_sum: float = 0.0
+    ssim_count: int = 0
+    records: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def psnr(self) -> float | None:
+        """Mean finite PSNR in dB, or None if every degraded image equals its clean one."""
+        return self.psnr_sum / self.psnr_count if self.psnr_count else None
+
+    @property
+    def ssim(self) -> float | None:
+        """Mean SSIM (over the first copy of every image), or None if not measured."""
+        return self.ssim_sum / self.ssim_count if self.ssim_count else None
+
+
+class _Recorder:
+    """Per-sample records (PSNR, true-class score, prediction, label) of the first copies."""
+
+    def __init__(self, labels: list[str]) -> None:
+        self.parts: dict[str, dict[str, list[torch.Tensor]]] = {
+            label: {"psnr": [], "score": [], "predicted": [], "label": []} for label in labels
+        }
+
+    def add(
+        self,
+        label: str,
+        psnr: torch.Tensor,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        predicted: torch.Tensor,
+    ) -> None:
+        score = logits.float().softmax(dim=1).gather(1, y[:, None])[:, 0]
+        part = self.parts[label]
+        part["psnr"].append(psnr.clamp(max=99.0).to(torch.float16).cpu())
+        part["score"].append(score.to(torch.float16).cpu())
+        part["predicted"].append(predicted.to(torch.int16).cpu())
+        part["label"].append(y.to(torch.int16).cpu())
+
+    def arrays(self) -> dict[str, dict[str, np.ndarray]]:
+        return {
+            label: {k: torch.cat(v).numpy() for k, v in part.items()}
+            for label, part in self.parts.items()
+            if part["label"]
+        }
 
 
 @torch.inference_mode()
@@ -49,11 +98,19 @@ def evaluate_group(
     batch_size: int,
     device: torch.device,
     defenses: dict[str, nn.Module],
+    copies: int = 1,
+    quality: bool = True,
+    record_copies: int = 0,
     examples: int = 0,
     on_examples: Callable[[str, torch.Tensor, torch.Tensor], None] | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> GroupResult:
     """Evaluate every defence of ``group`` on ``test`` under the group's degradation.
+
+    Each test batch is degraded ``copies`` times in a row (Monte-Carlo copies, aghdam2016: 150
+    per image and noise level), each copy drawn from the group's generator and sent through
+    every defence; nothing is kept between copies but counters, so memory does not grow with
+    the number of copies.
 
     Args:
         model: the classifier (eval mode, on ``device``).
@@ -63,37 +120,74 @@ def evaluate_group(
         batch_size: evaluation batch size.
         device: where to compute.
         defenses: the defence modules by label (on ``device``).
+        copies: degraded copies per test image (1 for deterministic degradations).
+        quality: measure PSNR (every copy) and SSIM (first copy) of the degraded input.
+        record_copies: keep per-sample records of this many leading copies.
         examples: how many leading test images to hand to ``on_examples``.
         on_examples: called as ``(label, images, labels)`` for the degraded input (label
             ``"degraded"``) and for each defence output, on the first batch only.
-        on_batch: called with the number of images after each batch and defence.
+        on_batch: called with the number of images after each batch, copy and defence.
     """
     began = time.perf_counter()
     degradation = create_degradation(group.setting.name, **group.setting.params)
     generator = make_generator(group.seed, device)
+    is_identity = group.setting.name == "none"
     confusion = {
         label: torch.zeros(num_classes * num_classes, dtype=torch.int64, device=device)
         for label in defenses
     }
+    result = GroupResult(confusion={}, seconds=0.0)
+    recorder = _Recorder(list(defenses)) if record_copies else None
     first = True
     for x, y in test.batches(batch_size, device):
-        degraded = degradation(x, generator)
-        if first and on_examples is not None and examples:
-            on_examples("degraded", degraded[:examples], y[:examples])
-        for label, defense in defenses.items():
-            defended = defense(degraded)
-            if first and on_examples is not None and examples:
-                on_examples(label, defended[:examples], y[:examples])
-            logits = check_logits(model(defended), len(y), num_classes)
-            predicted = logits.argmax(dim=1)
-            confusion[label] += torch.bincount(
-                y * num_classes + predicted, minlength=num_classes * num_classes
-            )
-            if on_batch is not None:
-                on_batch(len(y))
+        for copy in range(copies):
+            degraded = degradation(x, generator)
+            batch_psnr = None
+            if quality and not is_identity:
+                batch_psnr = psnr(degraded, x)
+                finite = torch.isfinite(batch_psnr)
+                result.psnr_sum += float(batch_psnr[finite].sum())
+                result.psnr_count += int(finite.sum())
+                result.identical += int((~finite).sum())
+                if copy == 0:
+                    result.ssim_sum += float(ssim(degraded, x).sum())
+                    result.ssim_count += len(x)
+            keep_examples = first and copy == 0 and on_examples is not None and examples > 0
+            if keep_examples:
+                on_examples("degraded", degraded[:examples], y[:examples])  # type: ignore[misc]
+            for label, defense in defenses.items():
+                defended = defense(degraded)
+                if keep_examples:
+                    on_examples(label, defended[:examples], y[:examples])  # type: ignore[misc]
+                logits = check_logits(model(defended), len(y), num_classes)
+                predicted = logits.argmax(dim=1)
+                confusion[label] += torch.bincount(
+                    y * num_classes + predicted, minlength=num_classes * num_classes
+                )
+                if recorder is not None and copy < record_copies:
+                    scores_psnr = (
+                        batch_psnr
+                        if batch_psnr is not None
+                        else torch.full((len(y),), float("inf"), device=device)
+                    )
+                    recorder.add(label, scores_psnr, logits, y, predicted)
+                if on_batch is not None:
+                    on_batch(len(y))
         first = False
-    matrices = {k: v.view(num_classes, num_classes).cpu() for k, v in confusion.items()}
-    return GroupResult(matrices, time.perf_counter() - began)
+    result.confusion = {k: v.view(num_classes, num_classes).cpu() for k, v in confusion.items()}
+    result.records = recorder.arrays() if recorder is not None else {}
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """How groups are evaluated (from the study config)."""
+
+    batch_size: int = 1000
+    quality: bool = True
+    record_copies: int = 0
+    examples: int = 0
 
 
 def execute(
@@ -102,9 +196,8 @@ def execute(
     store: ResultsStore,
     *,
     device: torch.device,
-    batch_size: int,
     cache: ModelCache,
-    examples: int = 0,
+    options: EvalOptions,
     progress: SilentProgress | None = None,
     after_group: GroupCallback | None = None,
 ) -> int:
@@ -115,9 +208,8 @@ def execute(
         dataset: train split for training, test split for evaluation.
         store: the results store; finished cells are skipped, new ones written at once.
         device: where to train and evaluate.
-        batch_size: evaluation batch size.
         cache: the trained-model cache.
-        examples: example images to store per setting and defence.
+        options: batch size, quality metrics, records and examples.
         progress: progress reporter.
         after_group: called after each group is stored (used by tests to interrupt a run).
     """
@@ -127,7 +219,9 @@ def execute(
     have_examples = {setting for setting, _ in store.examples()}
     num_classes = dataset.num_classes
     test = dataset.test
-    eval_total = sum(len(test) * sum(c.key not in finished for c in g.cells) for g in pending)
+    eval_total = sum(
+        len(test) * g.copies * sum(c.key not in finished for c in g.cells) for g in pending
+    )
     eval_task = progress.start("evaluating", eval_total) if pending else -1
     ran = 0
     for planned in plan.models:
@@ -168,7 +262,7 @@ def execute(
                 for c in todo
             }
             setting_key = group.setting.key
-            want_examples = examples if setting_key not in have_examples else 0
+            want_examples = options.examples if setting_key not in have_examples else 0
 
             def keep(
                 label: str, images: torch.Tensor, labels: torch.Tensor, _k: str = setting_key
@@ -183,9 +277,12 @@ def execute(
                 group,
                 test,
                 num_classes,
-                batch_size=batch_size,
+                batch_size=options.batch_size,
                 device=device,
                 defenses=defenses,
+                copies=group.copies,
+                quality=options.quality,
+                record_copies=min(options.record_copies, group.copies),
                 examples=want_examples,
                 on_examples=keep if want_examples else None,
                 on_batch=lambda n: progress.advance(eval_task, n),
@@ -212,9 +309,18 @@ def execute(
                         accuracy=correct / n if n else 0.0,
                         confusion=matrix.tolist(),
                         seconds=result.seconds / len(todo),
+                        copies=group.copies,
+                        psnr=result.psnr,
+                        ssim=result.ssim,
+                        identical=result.identical,
                     )
                 )
-            store.add_cells(rows)
+            records = {
+                c.key: result.records[c.defense.label]
+                for c in todo
+                if c.defense.label in result.records
+            }
+            store.add_cells(rows, records)
             ran += len(rows)
             if after_group is not None:
                 after_group(group)

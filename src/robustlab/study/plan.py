@@ -90,6 +90,7 @@ class Group:
     trial: int
     seed: int
     cells: tuple[Cell, ...]
+    copies: int = 1
 
 
 @dataclass
@@ -163,6 +164,7 @@ def make_plan(config: StudyConfig, data_fingerprint: str) -> Plan:
                                 "degradation": [setting.name, setting.params],
                                 "trial": trial,
                                 "seed": seed,
+                                "copies": config.copies if setting.random else 1,
                             }
                         ),
                         model=model,
@@ -172,6 +174,7 @@ def make_plan(config: StudyConfig, data_fingerprint: str) -> Plan:
                     )
                     for d in defenses
                 )
-                groups.append(Group(model, setting, trial, seed, group_cells))
+                copies = config.copies if setting.random else 1
+                groups.append(Group(model, setting, trial, seed, group_cells, copies))
                 cells.extend(group_cells)
     return Plan(models, settings, defenses, groups, cells)

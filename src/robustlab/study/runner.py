@@ -24,7 +24,7 @@ from robustlab.device import resolve_device
 from robustlab.errors import ConfigError
 from robustlab.seeding import derive_seed
 from robustlab.study.config import StudyConfig, load_config
-from robustlab.study.executor import GroupCallback, execute
+from robustlab.study.executor import EvalOptions, GroupCallback, execute
 from robustlab.study.plan import Plan, make_plan
 from robustlab.study.progress import RichProgress, SilentProgress
 from robustlab.study.store import ResultsStore
@@ -33,7 +33,7 @@ from robustlab.train.cache import ModelCache
 STORE_NAME = "results.sqlite"
 CSV_COLUMNS = [
     "model", "epochs", "defense", "degradation", "degradation_name", "severity_name",
-    "severity", "params", "trial", "n", "errors", "accuracy",
+    "severity", "params", "trial", "copies", "n", "errors", "accuracy", "psnr", "ssim",
 ]  # fmt: skip
 
 
@@ -95,6 +95,10 @@ def data_fingerprint(dataset: Dataset) -> str:
     return str(derive_seed(dataset.train.fingerprint(), dataset.test.fingerprint()))
 
 
+def _optional(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
 def write_results_csv(plan: Plan, store: ResultsStore, path: Path) -> int:
     """Write the tidy results table, one row per planned and finished cell, in plan order."""
     rows = {r.key: r for r in store.cells([c.key for c in plan.cells])}
@@ -111,7 +115,8 @@ def write_results_csv(plan: Plan, store: ResultsStore, path: Path) -> int:
             writer.writerow([
                 r.model, epochs[r.model], r.defense, r.degradation, r.degradation_name,
                 r.severity_name or "", "" if r.severity is None else repr(r.severity),
-                json.dumps(r.params, sort_keys=True), r.trial, r.n, r.errors, f"{r.accuracy:.6f}",
+                json.dumps(r.params, sort_keys=True), r.trial, r.copies, r.n, r.errors,
+                f"{r.accuracy:.6f}", _optional(r.psnr), _optional(r.ssim),
             ])  # fmt: skip
             written += 1
     os.replace(tmp, path)
@@ -186,9 +191,13 @@ def run_study(
                 dataset,
                 store,
                 device=torch_device,
-                batch_size=config.batch_size,
                 cache=cache or ModelCache(),
-                examples=config.examples,
+                options=EvalOptions(
+                    batch_size=config.batch_size,
+                    quality=config.quality_metrics,
+                    record_copies=config.records,
+                    examples=config.examples,
+                ),
                 progress=reporter,
                 after_group=after_group,
             )

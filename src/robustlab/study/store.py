@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
@@ -25,6 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from robustlab.errors import RobustlabError
+
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS models (
@@ -45,8 +51,13 @@ CREATE TABLE IF NOT EXISTS cells (
     accuracy REAL NOT NULL,
     confusion TEXT NOT NULL,
     seconds REAL NOT NULL,
-    finished_at REAL NOT NULL
+    finished_at REAL NOT NULL,
+    copies INTEGER NOT NULL,
+    psnr REAL,
+    ssim REAL,
+    identical INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, npz BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS examples (
     setting TEXT NOT NULL,
     defense TEXT NOT NULL,
@@ -76,6 +87,10 @@ class CellRow:
     accuracy: float
     confusion: list[list[int]]
     seconds: float
+    copies: int = 1
+    psnr: float | None = None  # mean PSNR (dB) of the degraded input vs clean, finite values
+    ssim: float | None = None  # mean SSIM of the degraded input vs clean (first copies)
+    identical: int = 0  # degraded inputs identical to the clean image
 
 
 class ResultsStore:
@@ -91,7 +106,16 @@ class ResultsStore:
         self._db = sqlite3.connect(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        tables = self._db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+        if tables and version != SCHEMA_VERSION:
+            self._db.close()
+            raise RobustlabError(
+                f"{self.path} was written by another robustlab version (store schema {version}, "
+                f"this one needs {SCHEMA_VERSION}); move the run directory away or delete it"
+            )
         self._db.executescript(SCHEMA)
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._db.commit()
 
     def close(self) -> None:
@@ -126,28 +150,45 @@ class ResultsStore:
         """Keys of every finished cell."""
         return {k for (k,) in self._db.execute("SELECT key FROM cells")}
 
-    def add_cells(self, rows: Iterable[CellRow]) -> None:
-        """Write finished cells in one transaction."""
+    def add_cells(
+        self, rows: Iterable[CellRow], records: dict[str, dict[str, np.ndarray]] | None = None
+    ) -> None:
+        """Write finished cells (and their per-sample records) in one transaction."""
         now = time.time()
+        blobs = []
+        for key, arrays in (records or {}).items():
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+            blobs.append((key, buffer.getvalue()))
         with self._db:
             self._db.executemany(
-                "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         r.key, r.model, r.defense, r.degradation, r.degradation_name,
                         json.dumps(r.params, sort_keys=True), r.severity_name, r.severity,
                         r.trial, r.n, r.errors, r.accuracy, json.dumps(r.confusion),
-                        r.seconds, now,
+                        r.seconds, now, r.copies, r.psnr, r.ssim, r.identical,
                     )
                     for r in rows
                 ],
             )  # fmt: skip
+            self._db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?)", blobs)
+
+    def records(self, key: str) -> dict[str, np.ndarray] | None:
+        """Per-sample records of a cell (``psnr``, ``score``, ``predicted``, ``label``) or None."""
+        row = self._db.execute("SELECT npz FROM records WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        with np.load(io.BytesIO(row[0])) as data:
+            return {name: data[name] for name in data.files}
 
     def cells(self, keys: Iterable[str] | None = None) -> list[CellRow]:
         """Stored cells, all of them or those with the given keys (in no particular order)."""
         rows = self._db.execute(
             "SELECT key, model, defense, degradation, degradation_name, params, severity_name, "
-            "severity, trial, n, errors, accuracy, confusion, seconds FROM cells"
+            "severity, trial, n, errors, accuracy, confusion, seconds, copies, psnr, ssim, "
+            "identical FROM cells"
         ).fetchall()
         wanted = set(keys) if keys is not None else None
         return [
@@ -155,6 +196,7 @@ class ResultsStore:
                 key=r[0], model=r[1], defense=r[2], degradation=r[3], degradation_name=r[4],
                 params=json.loads(r[5]), severity_name=r[6], severity=r[7], trial=r[8], n=r[9],
                 errors=r[10], accuracy=r[11], confusion=json.loads(r[12]), seconds=r[13],
+                copies=r[14], psnr=r[15], ssim=r[16], identical=r[17],
             )
             for r in rows
             if wanted is None or r[0] in wanted
