@@ -112,3 +112,26 @@ def test_plan_pairs_defences_on_identical_noise() -> None:
     assert len({c.key for c in plan.cells}) == len(plan.cells)
     # The key changes with the data.
     assert make_plan(config, "other").cells[0].key != plan.cells[0].key
+
+
+def test_multi_document_file_holds_several_studies(tmp_path: Path) -> None:
+    import yaml
+
+    from robustlab.study.config import load_configs
+
+    path = tmp_path / "two.yaml"
+    second = {**BASE, "name": "t2", "dataset": {"name": "fashion-mnist"}}
+    path.write_text(yaml.safe_dump(BASE) + "---\n" + yaml.safe_dump(second))
+    configs = load_configs(path)
+    assert [c.name for c in configs] == ["t", "t2"]
+    with pytest.raises(ConfigError, match="holds 2 studies"):
+        load_config(path)
+    path.write_text(yaml.safe_dump(BASE) + "---\n" + yaml.safe_dump(BASE))
+    with pytest.raises(ConfigError, match="distinct names"):
+        load_configs(path)
+
+
+def test_baseline_model_must_exist() -> None:
+    with pytest.raises(ConfigError, match="baseline_model 'cnn-e9'.*valid: cnn-e1"):
+        parse_config(_with(baseline_model="cnn-e9"))
+    assert parse_config(_with(baseline_model="cnn-e1")).baseline_model == "cnn-e1"

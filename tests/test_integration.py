@@ -121,7 +121,7 @@ def test_killed_run_resumes_to_identical_results(tmp_path: Path, model_cache: Pa
     stamp = weights.stat().st_mtime_ns
     resumed = subprocess.run([*command, str(run_dir)], env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"{total - done} cells computed" in resumed.stdout
+    assert f"killed: {total - done} cells computed" in resumed.stdout
     assert weights.stat().st_mtime_ns == stamp, "the finished model was retrained"
     assert (run_dir / "results.csv").read_bytes() == (
         tmp_path / "straight" / "results.csv"

@@ -112,3 +112,39 @@ def test_changed_grid_only_computes_new_cells(tmp_path: Path) -> None:
     second = run_study(parse_config(bigger), run_dir=tmp_path / "r", device="cpu")
     assert second.cells_total == first.cells_total * 4 // 3
     assert second.cells_run == second.cells_total - first.cells_total
+
+
+def test_monte_carlo_copies_quality_and_records(tmp_path: Path) -> None:
+    import numpy as np
+
+    config = {
+        **SMALL,
+        "models": [SMALL["models"][0] | {"epochs": [1]}],
+        "degradations": [{"name": "gaussian_noise", "grid": {"sigma": [0.1, 0.3]}}],
+        "defenses": ["none", "median"],
+        "trials": 1,
+        "copies": 4,
+        "records": 2,
+        "baseline_model": "cnn-e1",
+    }
+    result = run_study(parse_config(config), run_dir=tmp_path / "mc", device="cpu")
+    rows = _read_csv(result.results_csv)
+    noisy = [r for r in rows if r["degradation"] == "gaussian_noise"]
+    clean = [r for r in rows if r["degradation"] == "clean"]
+    assert all(int(r["n"]) == 200 * 4 and r["copies"] == "4" for r in noisy)
+    assert all(int(r["n"]) == 200 and r["psnr"] == "" for r in clean)
+    psnr = {r["severity"]: float(r["psnr"]) for r in noisy if r["defense"] == "none"}
+    # Clipped Gaussian noise: PSNR close to 20 log10(1 / sigma), a bit higher from clipping.
+    assert 20.0 <= psnr["0.1"] <= 23.0 and 10.4 <= psnr["0.3"] <= 14.0
+    assert float(noisy[0]["ssim"]) < 1.0
+    # Per-sample records: 2 of the 4 copies of every image, for each cell.
+    store = ResultsStore(result.run_dir / "results.sqlite")
+    cells = [c for c in store.cells() if c.degradation == "gaussian_noise" and c.defense == "none"]
+    records = store.records(cells[0].key)
+    store.close()
+    assert records is not None and len(records["label"]) == 200 * 2
+    assert set(records) == {"psnr", "score", "predicted", "label"}
+    assert np.all((records["score"] >= 0) & (records["score"] <= 1))
+    report = result.report_md.read_text()
+    for section in ("Input quality", "Per-class precision and recall", "Relative improvement", "mCE", "PSNR vs score"):
+        assert section in report, section

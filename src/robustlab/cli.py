@@ -78,13 +78,13 @@ def run(
     Rerunning the same study skips finished cells and cached models, so an interrupted run
     (Ctrl-C, kill) resumes where it stopped.
     """
-    from robustlab.study.runner import resolve_config_path, run_study
+    from robustlab.study.runner import resolve_config_path, run_studies
 
     try:
         path = resolve_config_path(config)
         if not quiet:
-            errors.print(f"study: {path}")
-        result = run_study(
+            errors.print(f"study file: {path}")
+        results = run_studies(
             path, data_dir=data_dir, device=device, run_dir=output, progress=not quiet
         )
     except KeyboardInterrupt:
@@ -95,13 +95,14 @@ def run(
         raise typer.Exit(code=130) from None
     except RobustlabError as err:
         raise _fail(err) from None
-    console.print(
-        f"{result.cells_run} cells computed ({result.cells_total} in the study) "
-        f"in {result.seconds:.1f} s"
-    )
-    console.print(f"report:  {result.report_html}")
-    console.print(f"         {result.report_md}")
-    console.print(f"results: {result.results_csv}")
+    for result in results:
+        console.print(
+            f"{result.run_dir.name}: {result.cells_run} cells computed "
+            f"({result.cells_total} in the study) in {result.seconds:.1f} s"
+        )
+        console.print(f"report:  {result.report_html}")
+        console.print(f"         {result.report_md}")
+        console.print(f"results: {result.results_csv}")
 
 
 @app.command()

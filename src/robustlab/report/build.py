@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robustlab.metrics import error_reduction, precision_recall
 from robustlab.report.document import (
     Block,
     Bullets,
@@ -37,10 +38,10 @@ from robustlab.report.sections import (
     quality_tables,
     scatter_figures,
 )
-from robustlab.report.summary import Stat, StatKey, reduction, summarise
-from robustlab.study.config import ReferenceTable, StudyConfig
+from robustlab.report.summary import Stat, StatKey, summarise
+from robustlab.study.config import PerClassReference, ReferenceTable, StudyConfig
 from robustlab.study.plan import Plan, Setting, make_plan
-from robustlab.study.store import ResultsStore
+from robustlab.study.store import CellRow, ResultsStore
 
 STORE_NAME = "results.sqlite"
 
@@ -83,7 +84,7 @@ def _error_tables(plan: Plan, stats: dict[StatKey, Stat]) -> list[Block]:
                     text = _fmt_errors(stat)
                     bare = stats.get((model.id, "none", label, v))
                     if d.name != "none" and stat is not None and bare is not None:
-                        cut = reduction(bare.errors_mean, stat.errors_mean)
+                        cut = error_reduction(bare.errors_mean, stat.errors_mean)
                         if cut is not None:
                             text += f" ({-cut:+.0f}%)"
                     base_row.append(text)
@@ -128,7 +129,7 @@ def _headlines(plan: Plan, stats: dict[StatKey, Stat]) -> list[str]:
                     f"({bare.errors_mean:.0f} errors out of {bare.n:,})."
                 )
                 continue
-            cut = reduction(bare.errors_mean, best[0])
+            cut = error_reduction(bare.errors_mean, best[0])
             lines.append(
                 f"{model.id}, {label} at {swept}={top:g}: **{best[1]}** cuts errors from "
                 f"{bare.errors_mean:.0f} to {best[0]:.0f} out of {bare.n:,} ({cut:.0f}% fewer)."
@@ -136,7 +137,53 @@ def _headlines(plan: Plan, stats: dict[StatKey, Stat]) -> list[str]:
     return lines
 
 
-def _reference_blocks(config: StudyConfig, stats: dict[StatKey, Stat]) -> list[Block]:
+def _pooled_confusion(rows: list[CellRow], model: str, degradation: str) -> np.ndarray | None:
+    pooled = None
+    for r in rows:
+        if r.model == model and r.defense == "none" and r.degradation == degradation:
+            matrix = np.asarray(r.confusion, dtype=np.int64)
+            pooled = matrix if pooled is None else pooled + matrix
+    return pooled
+
+
+def _per_class_reference(
+    table: PerClassReference, rows: list[CellRow], classes: list[str]
+) -> Table:
+    ours: list[tuple[np.ndarray, float] | None] = []
+    for column in table.columns:
+        matrix = _pooled_confusion(rows, table.model, column)
+        if matrix is None:
+            ours.append(None)
+            continue
+        precision, recall = precision_recall(matrix)
+        values = precision if table.metric == "precision" else recall
+        ours.append((values, float(np.trace(matrix) / matrix.sum())))
+    body = []
+    for name, paper_values in table.rows.items():
+        index = classes.index(name) if name in classes else None
+        row = [name]
+        for column_ours, paper in zip(ours, paper_values, strict=True):
+            mine = "–"
+            if column_ours is not None and index is not None:
+                mine = f"{column_ours[0][index]:.2f}"
+            row.append(f"{mine} / {'–' if paper is None else f'{paper:.2f}'}")
+        body.append(row)
+    if table.accuracy is not None:
+        row = ["top-1 accuracy"]
+        for column_ours, paper in zip(ours, table.accuracy, strict=True):
+            mine = "–" if column_ours is None else f"{column_ours[1]:.4f}"
+            row.append(f"{mine} / {'–' if paper is None else f'{paper:.4f}'}")
+        body.append(row)
+    return Table(
+        ["class", *table.columns],
+        body,
+        caption=f"{table.title} ({table.metric}, model {table.model}, no defence, pooled)",
+    )
+
+
+def _reference_blocks(
+    config: StudyConfig, stats: dict[StatKey, Stat], rows: list[CellRow], classes: list[str]
+) -> list[Block]:
     reference = config.reference
     if reference is None:
         return []
@@ -148,6 +195,8 @@ def _reference_blocks(config: StudyConfig, stats: dict[StatKey, Stat]) -> list[B
         blocks.append(Bullets(reference.notes))
     for table in reference.tables:
         blocks.append(_reference_table(table, stats))
+    for per_class in reference.per_class:
+        blocks.append(_per_class_reference(per_class, rows, classes))
     return blocks
 
 
@@ -273,7 +322,8 @@ def report_blocks(store: ResultsStore) -> tuple[list[Block], str]:
             model_rows,
         ),
     ]
-    blocks += _reference_blocks(config, stats)
+    classes = list(dataset.get("classes", []))
+    blocks += _reference_blocks(config, stats, rows, classes)
     copies_note = (
         f" Every test image is degraded {config.copies} times per trial (Monte-Carlo copies), "
         "so N counts images x copies."
@@ -286,7 +336,6 @@ def report_blocks(store: ResultsStore) -> tuple[list[Block], str]:
     blocks += _error_tables(plan, stats)
 
     severities = _severities(plan)
-    classes = list(dataset.get("classes", []))
     blocks += improvement_tables(plan, stats, severities)
     blocks += mce_table(plan, stats, severities, config.baseline_model)
     blocks += quality_tables(plan, rows, severities)

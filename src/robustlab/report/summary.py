@@ -52,10 +52,3 @@ def summarise(rows: list[CellRow]) -> dict[StatKey, Stat]:
             accuracy_std=statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
         )
     return out
-
-
-def reduction(baseline: float, value: float) -> float | None:
-    """Error reduction in percent relative to ``baseline`` (lin2022's measure); None if 0."""
-    if baseline <= 0:
-        return None
-    return 100.0 * (baseline - value) / baseline

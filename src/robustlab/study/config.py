@@ -165,12 +165,26 @@ class ReferenceTable(_Strict):
     rows: dict[str, list[float | None]] = Field(description="defence label -> values per column")
 
 
+class PerClassReference(_Strict):
+    """Published per-class numbers (aghdam2016 Tables 1-3), pooled over a degradation's grid."""
+
+    title: str
+    model: str = Field(description="model id in this study, e.g. cnn-e10")
+    metric: Literal["precision", "recall"]
+    columns: list[str] = Field(description="'clean' or a degradation label (pooled)")
+    rows: dict[str, list[float | None]] = Field(description="class name -> values per column")
+    accuracy: list[float | None] | None = Field(
+        None, description="top-1 accuracy per column, as a fraction"
+    )
+
+
 class Reference(_Strict):
     """The paper a study replicates and its tables."""
 
     citation: str
     notes: list[str] = Field(default_factory=list)
     tables: list[ReferenceTable] = Field(default_factory=list)
+    per_class: list[PerClassReference] = Field(default_factory=list)
 
 
 class StudyConfig(_Strict):
@@ -278,8 +292,11 @@ def parse_config(data: Any, source: str = "<config>") -> StudyConfig:
         raise ConfigError(f"{source}: {err}") from None
 
 
-def load_config(path: str | os.PathLike[str]) -> StudyConfig:
-    """Read and validate the study file at ``path``.
+def load_configs(path: str | os.PathLike[str]) -> list[StudyConfig]:
+    """Read and validate every study of the file at ``path``.
+
+    A file may hold several studies as YAML documents separated by ``---`` (e.g. the same
+    experiment on MNIST and on Fashion-MNIST); each runs into its own run directory.
 
     Raises:
         ConfigError: naming the file and, for malformed YAML, the line and column.
@@ -288,7 +305,30 @@ def load_config(path: str | os.PathLike[str]) -> StudyConfig:
     if not source.is_file():
         raise ConfigError(f"study file {source} not found")
     try:
-        data = yaml.safe_load(source.read_text())
+        documents = [d for d in yaml.safe_load_all(source.read_text()) if d is not None]
     except yaml.YAMLError as err:
         raise _yaml_error(source, err) from None
-    return parse_config(data, str(source))
+    if not documents:
+        raise ConfigError(f"{source}: the file holds no study")
+    configs = [
+        parse_config(d, f"{source} (study {i + 1})" if len(documents) > 1 else str(source))
+        for i, d in enumerate(documents)
+    ]
+    names = [c.name for c in configs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: the studies of one file need distinct names, got {names}")
+    return configs
+
+
+def load_config(path: str | os.PathLike[str]) -> StudyConfig:
+    """Read and validate the study file at ``path``, which must hold exactly one study.
+
+    Raises:
+        ConfigError: naming the file and, for malformed YAML, the line and column.
+    """
+    configs = load_configs(path)
+    if len(configs) != 1:
+        raise ConfigError(
+            f"{path} holds {len(configs)} studies; use load_configs() or run_studies()"
+        )
+    return configs[0]

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,7 +24,7 @@ from robustlab.data.datasets import load_dataset
 from robustlab.device import resolve_device
 from robustlab.errors import ConfigError
 from robustlab.seeding import derive_seed
-from robustlab.study.config import StudyConfig, load_config
+from robustlab.study.config import StudyConfig, load_config, load_configs
 from robustlab.study.executor import EvalOptions, GroupCallback, execute
 from robustlab.study.plan import Plan, make_plan
 from robustlab.study.progress import RichProgress, SilentProgress
@@ -217,6 +218,27 @@ def run_study(
         cells_total=len(plan.cells),
         seconds=time.perf_counter() - began,
     )
+
+
+def run_studies(
+    path_or_name: str | os.PathLike[str] | None = None,
+    *,
+    run_dir: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> list[RunResult]:
+    """Run every study of a (possibly multi-document) study file, in order.
+
+    With several studies, ``run_dir`` is a parent folder: each study gets ``run_dir/<name>``.
+    Other keyword arguments are those of :func:`run_study`.
+    """
+    configs = load_configs(resolve_config_path(path_or_name))
+    results = []
+    for config in configs:
+        target = run_dir
+        if run_dir is not None and len(configs) > 1:
+            target = Path(run_dir) / config.name
+        results.append(run_study(config, run_dir=target, **options))
+    return results
 
 
 def config_yaml(config: StudyConfig) -> str:
