@@ -32,7 +32,7 @@ def _with(**changes: Any) -> dict[str, Any]:
         ),
         (
             {"degradations": [{"name": "salt", "grid": {"amount": [0.1]}}]},
-            "valid: gaussian_noise, none, salt_pepper",
+            "valid: compose, dead_pixels, gaussian_blur",
         ),
         (
             {"degradations": [{"name": "salt_pepper", "grid": {"sigma": [0.1]}}]},
@@ -132,6 +132,6 @@ def test_multi_document_file_holds_several_studies(tmp_path: Path) -> None:
 
 
 def test_baseline_model_must_exist() -> None:
-    with pytest.raises(ConfigError, match="baseline_model 'cnn-e9'.*valid: cnn-e1"):
+    with pytest.raises(ConfigError, match=r"baseline_model 'cnn-e9'.*valid: cnn-e1"):
         parse_config(_with(baseline_model="cnn-e9"))
     assert parse_config(_with(baseline_model="cnn-e1")).baseline_model == "cnn-e1"

@@ -146,5 +146,11 @@ def test_monte_carlo_copies_quality_and_records(tmp_path: Path) -> None:
     assert set(records) == {"psnr", "score", "predicted", "label"}
     assert np.all((records["score"] >= 0) & (records["score"] <= 1))
     report = result.report_md.read_text()
-    for section in ("Input quality", "Per-class precision and recall", "Relative improvement", "mCE", "PSNR vs score"):
+    for section in (
+        "Input quality",
+        "Per-class precision and recall",
+        "Relative improvement",
+        "mCE",
+        "PSNR vs score",
+    ):
         assert section in report, section

@@ -19,6 +19,7 @@ import torch
 import typer
 from PIL import Image, UnidentifiedImageError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from robustlab.data.datasets import DATASETS
@@ -189,9 +190,9 @@ def _registry_table(title: str, registry: Registry[object]) -> Table:
     for entry in registry:
         params = []
         for p in entry.parameters:
-            text = str(p)
+            text = escape(str(p))
             params.append(f"[bold]{text}[/]" if p.name == entry.severity else text)
-        table.add_row(entry.name, "\n".join(params) or "–", entry.summary)
+        table.add_row(entry.name, "\n".join(params) or "–", escape(entry.summary))
     return table
 
 

@@ -1,6 +1,7 @@
 """Degradations: batched, seeded, device-agnostic corruptions of ``[0, 1]`` image batches.
 
-Importing this package registers every built-in degradation in :data:`DEGRADATIONS`.
+Importing this package registers every built-in degradation in :data:`DEGRADATIONS`, and
+:data:`SUITES` holds the published severity grids (CIFAR-10-C, ImageNet-C, each paper's own).
 
 Example:
     >>> from robustlab.degrade import DEGRADATIONS
@@ -8,16 +9,43 @@ Example:
     True
 """
 
-from robustlab.degrade import noise
+from robustlab.degrade import blur, codecs, compose, noise, pixels, suites
 from robustlab.degrade.base import DEGRADATIONS, Degradation, Identity, create_degradation
-from robustlab.degrade.noise import GaussianNoise, SaltPepper
+from robustlab.degrade.blur import GaussianBlur
+from robustlab.degrade.codecs import JPEG, JPEG2000
+from robustlab.degrade.compose import Compose
+from robustlab.degrade.noise import (
+    GaussianNoise,
+    GaussianNoise255,
+    GaussianNoiseVariance,
+    SaltPepper,
+)
+from robustlab.degrade.pixels import DeadPixels, HotPixels, StuckPixels
+from robustlab.degrade.suites import SUITES, SuiteEntry, expand_suite
 
 __all__ = [
     "DEGRADATIONS",
+    "JPEG",
+    "JPEG2000",
+    "SUITES",
+    "Compose",
+    "DeadPixels",
     "Degradation",
+    "GaussianBlur",
     "GaussianNoise",
+    "GaussianNoise255",
+    "GaussianNoiseVariance",
+    "HotPixels",
     "Identity",
     "SaltPepper",
+    "StuckPixels",
+    "SuiteEntry",
+    "blur",
+    "codecs",
+    "compose",
     "create_degradation",
+    "expand_suite",
     "noise",
+    "pixels",
+    "suites",
 ]

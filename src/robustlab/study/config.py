@@ -292,11 +292,31 @@ def parse_config(data: Any, source: str = "<config>") -> StudyConfig:
         raise ConfigError(f"{source}: {err}") from None
 
 
+def _apply_bases(documents: list[Any], source: Path) -> list[Any]:
+    by_name: dict[str, dict[str, Any]] = {}
+    merged = []
+    for document in documents:
+        if isinstance(document, dict) and "base" in document:
+            base = document["base"]
+            if base not in by_name:
+                raise ConfigError(
+                    f"{source}: study '{document.get('name')}' has base '{base}', which is not an "
+                    f"earlier study of this file; earlier: {', '.join(by_name) or '(none)'}"
+                )
+            document = {**by_name[base], **{k: v for k, v in document.items() if k != "base"}}
+        if isinstance(document, dict) and isinstance(document.get("name"), str):
+            by_name[document["name"]] = document
+        merged.append(document)
+    return merged
+
+
 def load_configs(path: str | os.PathLike[str]) -> list[StudyConfig]:
     """Read and validate every study of the file at ``path``.
 
     A file may hold several studies as YAML documents separated by ``---`` (e.g. the same
-    experiment on MNIST and on Fashion-MNIST); each runs into its own run directory.
+    experiment on MNIST and on Fashion-MNIST); each runs into its own run directory. A later
+    document may start from an earlier one with ``base: <earlier name>``: it takes the earlier
+    document's top-level keys and replaces those it sets itself.
 
     Raises:
         ConfigError: naming the file and, for malformed YAML, the line and column.
@@ -310,6 +330,7 @@ def load_configs(path: str | os.PathLike[str]) -> list[StudyConfig]:
         raise _yaml_error(source, err) from None
     if not documents:
         raise ConfigError(f"{source}: the file holds no study")
+    documents = _apply_bases(documents, source)
     configs = [
         parse_config(d, f"{source} (study {i + 1})" if len(documents) > 1 else str(source))
         for i, d in enumerate(documents)

@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from robustlab.degrade import DEGRADATIONS
+from robustlab.degrade import create_degradation
 from robustlab.seeding import derive_seed
 from robustlab.study.config import StudyConfig
 from robustlab.train.loop import TrainingRecipe
@@ -140,9 +140,11 @@ def make_plan(config: StudyConfig, data_fingerprint: str) -> Plan:
     if config.include_clean:
         settings.append(Setting("clean", "none", {}, None, None, random=False))
     for d in config.degradations:
-        random = DEGRADATIONS.entry(d.name).factory.random  # type: ignore[attr-defined]
         swept = d.swept
         for params in d.settings():
+            # Building the piece validates its parameters before any work starts, and tells
+            # whether it is random (a composition is random only if one of its steps is).
+            random = create_degradation(d.name, **params).random
             value = params.get(swept) if swept else None
             settings.append(Setting(d.label, d.name, params, swept, _severity(value), random))
     defenses = [DefenseSetting(d.label, d.name, dict(d.params)) for d in config.defenses]
