@@ -135,3 +135,38 @@ def test_baseline_model_must_exist() -> None:
     with pytest.raises(ConfigError, match=r"baseline_model 'cnn-e9'.*valid: cnn-e1"):
         parse_config(_with(baseline_model="cnn-e9"))
     assert parse_config(_with(baseline_model="cnn-e1")).baseline_model == "cnn-e1"
+
+
+@pytest.mark.parametrize(
+    "suite", ["cifar-c", "imagenet-c", "lin2022", "aghdam2016", "cavey", "ghosh2018"]
+)
+def test_suites_expand_into_degradations(suite: str) -> None:
+    from robustlab.degrade.suites import expand_suite
+
+    config = parse_config(_with(degradations=[{"suite": suite}]))
+    entries = expand_suite(suite)
+    assert [d.label for d in config.degradations] == [e.label for e in entries]
+    for d, e in zip(config.degradations, entries, strict=True):
+        assert d.grid == {e.parameter: list(e.values)}
+    assert len(make_plan(config, "x").settings) == 1 + sum(len(e.values) for e in entries)
+
+
+@pytest.mark.parametrize(
+    ("degradation", "expected"),
+    [
+        ({"suite": "cifar-x"}, "unknown suite 'cifar-x'"),
+        ({"suite": "cifar-c", "grid": {}}, "takes only 'suite'"),
+        ({"name": "jpeg", "grid": {"quality": [0, 50]}}, "quality"),
+        ({"name": "jpeg", "grid": {"quality": [101]}}, "quality"),
+        ({"name": "gaussian_noise", "grid": {"sigma": [-0.1]}}, "sigma must be >= 0"),
+        (
+            {"name": "compose", "params": {"steps": ["jpeg"]}, "grid": {"jpg.quality": [5]}},
+            "jpg.quality",
+        ),
+    ],
+)
+def test_bad_degradation_settings_fail_at_validation(
+    degradation: dict[str, Any], expected: str
+) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        parse_config(_with(degradations=[degradation]))

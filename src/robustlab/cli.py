@@ -180,6 +180,7 @@ class Kind(str, enum.Enum):
     models = "models"
     degradations = "degradations"
     defenses = "defenses"
+    suites = "suites"
 
 
 def _registry_table(title: str, registry: Registry[object]) -> Table:
@@ -200,7 +201,7 @@ def _registry_table(title: str, registry: Registry[object]) -> Table:
 def list_pieces(
     kind: Annotated[Kind, typer.Argument(help="Which registry to show.")] = Kind.all,
 ) -> None:
-    """List datasets, models, degradations and defences with their parameters.
+    """List datasets, models, degradations, defences and severity suites.
 
     The parameter a study sweeps by default (its severity) is shown in bold.
     """
@@ -213,6 +214,23 @@ def list_pieces(
     for name, registry in shown:
         if kind in (Kind.all, Kind(name)):
             console.print(_registry_table(name, registry))
+    if kind in (Kind.all, Kind.suites):
+        from robustlab.degrade.suites import SUITES
+
+        table = Table(
+            title="suites (degradations: [{suite: NAME}] in a study)", title_justify="left"
+        )
+        table.add_column("suite", style="bold cyan", no_wrap=True)
+        table.add_column("label")
+        table.add_column("degradation")
+        table.add_column("severities")
+        for suite, entries in SUITES.items():
+            for i, e in enumerate(entries):
+                values = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in e.values)
+                table.add_row(
+                    suite if i == 0 else "", e.label, e.degradation, f"{e.parameter}: {values}"
+                )
+        console.print(table)
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from robustlab.data.datasets import DATASETS
 from robustlab.defend import DEFENSES
-from robustlab.degrade import DEGRADATIONS
+from robustlab.degrade import DEGRADATIONS, create_degradation
 from robustlab.errors import ConfigError, RobustlabError
 from robustlab.models import MODELS
 from robustlab.spec import parse_spec
@@ -136,6 +136,9 @@ class DegradationConfig(PieceConfig):
         for key, values in self.grid.items():
             if not values:
                 raise ValueError(f"grid of '{self.name}' gives no values for '{key}'")
+        with _as_value_error():
+            for params in self.settings():  # out-of-range values fail here, before any work
+                create_degradation(self.name, **params)
         return self
 
     @property
@@ -229,14 +232,7 @@ class StudyConfig(_Strict):
                 if extra:
                     raise ValueError(f"a suite entry takes only 'suite', not {sorted(extra)}")
                 with _as_value_error():
-                    for item in expand_suite(str(entry["suite"])):
-                        expanded.append(
-                            {
-                                "name": item.degradation,
-                                "label": item.label,
-                                "grid": {item.parameter: list(item.values)},
-                            }
-                        )
+                    expanded += [item.config() for item in expand_suite(str(entry["suite"]))]
             else:
                 expanded.append(entry)
         return expanded
