@@ -1,7 +1,15 @@
 """Per-image quality of a degraded input against the clean one: PSNR and SSIM.
 
-Both come from torchmetrics (``data_range=1``, one value per image); PSNR of identical images is
-infinite, so callers average finite values only and report how many were identical.
+Both are computed here in a few batched tensor operations rather than through torchmetrics,
+because they run on every degraded batch of a sweep: torchmetrics' PSNR computes the squared
+error twice, and its SSIM filters five maps with a full 11x11 kernel, which on 2,000 MNIST images
+took longer than the classifier's forward pass (1.6 s against 1.1 s, measured on 2 cores). The
+SSIM below filters separably over the "valid" region only, which is exactly scikit-image's
+``structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+data_range=1)``: that function also discards the border where the window leaves the image.
+The tests check both functions against scikit-image and torchmetrics.
+
+PSNR of identical images is infinite; callers average finite values and count the others.
 
 Example:
     >>> import torch
@@ -16,28 +24,53 @@ Example:
 from __future__ import annotations
 
 import torch
-from torchmetrics.functional.image import (
-    peak_signal_noise_ratio,
-    structural_similarity_index_measure,
-)
+import torch.nn.functional as F
+
+SSIM_SIGMA = 1.5
+SSIM_TRUNCATE = 3.5  # scikit-image's truncation: an 11-tap window for sigma 1.5
+SSIM_K1, SSIM_K2 = 0.01, 0.03
 
 
 def psnr(degraded: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
     """PSNR in dB of each image of ``degraded`` against ``clean`` (``inf`` where identical)."""
     mse = (degraded - clean).square().flatten(1).mean(dim=1)
-    # torchmetrics clamps the MSE away from 0; identical images must read as infinite instead.
-    values = peak_signal_noise_ratio(
-        degraded, clean, data_range=1.0, reduction="none", dim=(1, 2, 3)
-    )
-    return torch.where(mse == 0, torch.full_like(values, float("inf")), values)
+    return -10.0 * torch.log10(mse)
+
+
+def _window(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    radius = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)
+    offsets = torch.arange(-radius, radius + 1, device=device, dtype=torch.float64)
+    weights = torch.exp(-0.5 * (offsets / SSIM_SIGMA) ** 2)
+    return (weights / weights.sum()).to(dtype)
 
 
 def ssim(degraded: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
-    """SSIM of each image of ``degraded`` against ``clean`` (11x11 Gaussian window, sigma 1.5)."""
-    side = min(degraded.shape[-2:])
-    kernel = min(11, side - (1 - side % 2))
-    values = structural_similarity_index_measure(
-        degraded, clean, data_range=1.0, reduction="none", kernel_size=kernel
+    """Mean SSIM of each image (over channels and the valid region), Gaussian window sigma 1.5.
+
+    Images smaller than the 11x11 window fall back to a window as large as the image allows.
+    """
+    n, c, h, w = degraded.shape
+    window = _window(degraded.device, degraded.dtype)
+    side = min(h, w)
+    if len(window) > side:  # tiny images: the largest odd window that fits
+        keep = side if side % 2 else side - 1
+        cut = (len(window) - keep) // 2
+        window = window[cut : cut + keep] / window[cut : cut + keep].sum()
+    x = degraded.reshape(n * c, 1, h, w)
+    y = clean.reshape(n * c, 1, h, w)
+    maps = torch.cat([x, y, x * x, y * y, x * y], dim=1).reshape(-1, 1, h, w)
+    k = len(window)
+    blurred = F.conv2d(F.conv2d(maps, window.view(1, 1, k, 1)), window.view(1, 1, 1, k))
+    mu_x, mu_y, xx, yy, xy = blurred.reshape(n * c, 5, *blurred.shape[-2:]).unbind(dim=1)
+    # scikit-image's population (not sample) covariances: use_sample_covariance=False.
+    var_x = xx - mu_x * mu_x
+    var_y = yy - mu_y * mu_y
+    cov = xy - mu_x * mu_y
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
+    index = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
+        (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
     )
-    assert isinstance(values, torch.Tensor)
-    return values
+    return index.reshape(n, -1).mean(dim=1)
+
+
+__all__ = ["psnr", "ssim"]
