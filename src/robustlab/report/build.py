@@ -109,10 +109,17 @@ def _headlines(plan: Plan, stats: dict[StatKey, Stat]) -> list[str]:
         for label, (swept, values) in severities.items():
             if not values:
                 continue
-            top = max(values)
-            bare = stats.get((model.id, "none", label, top))
-            if bare is None:
+            # The most damaging setting for the bare model: for noise that is the largest
+            # sigma, for JPEG the smallest quality; the stored results say which.
+            scored = [
+                (stats[k].errors_mean, v)
+                for v in values
+                if (k := (model.id, "none", label, v)) in stats
+            ]
+            if not scored:
                 continue
+            top = max(scored)[1]
+            bare = stats[(model.id, "none", label, top)]
             best = min(
                 (
                     (stats[(model.id, d.label, label, top)].errors_mean, d.label)
@@ -189,7 +196,7 @@ def _reference_blocks(
         return []
     blocks: list[Block] = [
         Heading("Paper vs ours", 2),
-        Paragraph(f"Reference: {reference.citation}. Each cell reads **ours / paper**."),
+        Paragraph(f"Reference: {reference.citation.strip()}. Each cell reads **ours / paper**."),
     ]
     if reference.notes:
         blocks.append(Bullets(reference.notes))

@@ -46,9 +46,14 @@ def accuracy_curves(
         degradations: ``(label, swept parameter, severities)`` per panel.
     """
     panels = max(len(degradations), 1)
-    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.6), squeeze=False)
+    cols = min(panels, 4)
+    rows = -(-panels // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.6 * rows), squeeze=False)
+    axes = grid.ravel()
+    for ax in axes[panels:]:
+        ax.axis("off")
     colours = plt.get_cmap("tab10")
-    for ax, (label, swept, severities) in zip(axes[0], degradations, strict=False):
+    for ax, (label, swept, severities) in zip(axes, degradations, strict=False):
         for mi, model in enumerate(models):
             for di, defense in enumerate(defenses):
                 points = [(s, stats.get((model, defense, label, s))) for s in severities]
@@ -70,11 +75,11 @@ def accuracy_curves(
         ax.set_xlabel(swept or "severity")
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
+    handles, labels = axes[0].get_legend_handles_labels()
+    legend_rows = (len(labels) - 1) // 4 + 1
     if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), frameon=False,
-                   bbox_to_anchor=(0.5, -0.02 - 0.05 * ((len(labels) - 1) // 4)))  # fmt: skip
-    fig.tight_layout(rect=(0, 0.08 + 0.05 * ((len(labels) - 1) // 4), 1, 1))
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), frameon=False)
+    fig.tight_layout(rect=(0, 0.035 * legend_rows / rows + 0.02, 1, 1))
     return _png(fig)
 
 
