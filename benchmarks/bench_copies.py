@@ -33,12 +33,13 @@ def _one_run(copies: int, images: int, device_name: str) -> dict[str, float]:
     from robustlab.data.base import Split
     from robustlab.data.datasets import load_dataset
     from robustlab.defend import create_defense
-    from robustlab.device import resolve_device
+    from robustlab.device import resolve_device, tune_cpu_allocator
     from robustlab.models import create_model
     from robustlab.study.executor import evaluate_group
     from robustlab.study.plan import Cell, DefenseSetting, Group, PlannedModel, Setting
     from robustlab.train.loop import TrainingRecipe
 
+    tune_cpu_allocator()  # as the robustlab command does; sweep and floor both benefit
     device = resolve_device(device_name)
     test = load_dataset("mnist-sample").test.subset(images)
     test = Split(test.images, test.labels)

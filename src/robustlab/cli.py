@@ -237,4 +237,7 @@ def main() -> None:
     """Entry point that also honours ``ROBUSTLAB_DEBUG=1`` (full tracebacks)."""
     if os.environ.get("ROBUSTLAB_DEBUG"):
         app.pretty_exceptions_enable = True
+    from robustlab.device import tune_cpu_allocator
+
+    tune_cpu_allocator()
     app()
