@@ -1,9 +1,12 @@
 """Benchmark of a study's evaluation sweep: where the time goes, and how far it is from the floor.
 
 A study's evaluation (``robustlab.study.executor.evaluate_group``) streams the test set once per
-group (model x degradation setting x trial). Each batch is converted to float, degraded once with
-the group's seeded generator, then sent through every input defence of the group, and every
-defended batch goes through the model (forward, logit check, argmax, confusion accumulation).
+group (model x degradation setting x trial). Each batch is converted to float and degraded
+``copies`` times (1 unless the study asks for Monte-Carlo copies) with the group's seeded
+generator; the input quality of each degraded copy is measured (PSNR, and SSIM of the first copy;
+skipped for the clean setting or when the study turns ``quality_metrics`` off); each copy is sent
+through every input defence of the group, and every defended batch goes through the model
+(forward, logit check, argmax, confusion accumulation).
 
 This script loads a study (the quickstart by default) exactly as ``robustlab run`` does, gets its
 first model from the model cache (training it once if needed; training is not timed) and
@@ -13,28 +16,32 @@ measures, on the same test batches:
   ``evaluate_group`` but with ``time.perf_counter`` around each phase:
 
   - ``load``: uint8 test batch -> float32 in [0, 1] on the device (``Split.batches``);
-  - ``degrade``: the degradation, one call per batch and group;
-  - ``defend``: the input defences (identity, box, median filters), one call per batch and
-    defence, also broken down per defence;
+  - ``degrade``: the degradation, one call per batch, copy and group;
+  - ``quality``: PSNR (and on the first copy SSIM) of the degraded batch against the clean one;
+  - ``defend``: the input defences (identity, box, median filters), one call per batch, copy
+    and defence, also broken down per defence;
   - ``predict``: model forward + ``check_logits`` + argmax + ``bincount`` into the confusion.
 
   Its confusion matrices are checked to equal those of the production path, so both did the
   same work.
-* **sweep total** - the real ``evaluate_group`` end to end for the same groups (the production
-  path, without progress callbacks or example images). The phase sum should come close to it;
-  the difference (``other``) is Python glue, set-up per group and the timers themselves.
+* **sweep total** - the real ``evaluate_group`` end to end for the same groups, called with the
+  study's copies and quality setting as ``execute`` calls it (the production path, without
+  progress callbacks, example images or per-sample records, which the quickstart leaves off).
+  The phase sum should come close to it; the difference (``other``) is Python glue, set-up per
+  group and the timers themselves.
 * **pure inference** - the floor: only ``model(x)`` on the clean test batches, repeated as many
   times as the sweep feeds batches to the model, so the same number of images.
 
-The ratio ``sweep_total / pure_inference`` says how much degradation, defences and bookkeeping
-add on top of model inference: ideally close to ``1 + filter cost``. Every measurement runs under
-``torch.inference_mode()`` (as production does), with ``torch.cuda.synchronize()`` around timed
-regions on CUDA. After a warm-up (the first group of each degradation kind through each
-measurement) each measurement runs ``--repeats`` times, the three interleaved within a repeat so
-background load hits them alike; each number reported is the median over the repeats (taken per
-number, so the phase medians need not add up exactly to the median of their sum). As a noise
-check the table also gives the ratio of the fastest repeats and the max/min spread of the
-repeats; on a busy machine rerun it, or raise ``--repeats``.
+The ratio ``sweep_total / pure_inference`` says how much degradation, quality metrics, defences
+and bookkeeping add on top of model inference: ideally close to ``1 + filter cost``. Every
+measurement runs under ``torch.inference_mode()`` (as production does), with
+``torch.cuda.synchronize()`` around timed regions on CUDA. After a warm-up (the first group of
+each degradation kind through each measurement) each measurement runs ``--repeats`` times, the
+three interleaved within a repeat so background load hits them alike; each number reported is
+the median over the repeats (taken per number, so the phase medians need not add up exactly to
+the median of their sum). As a noise check the table also gives the ratio of the fastest
+repeats and the max/min spread of the repeats; on a busy machine rerun it, or raise
+``--repeats``.
 
 Run:
     python benchmarks/bench_sweep.py [--config quickstart] [--device auto] [--repeats 3]
@@ -62,6 +69,7 @@ from robustlab.defend import create_defense
 from robustlab.degrade import create_degradation
 from robustlab.device import resolve_device
 from robustlab.errors import RobustlabError
+from robustlab.metrics import psnr, ssim
 from robustlab.models.base import check_logits
 from robustlab.seeding import make_generator
 from robustlab.study.config import load_config
@@ -70,7 +78,7 @@ from robustlab.study.plan import Group, make_plan
 from robustlab.study.runner import data_fingerprint, prepare_dataset, resolve_config_path
 from robustlab.train.cache import ModelCache
 
-PHASES = ("load", "degrade", "defend", "predict")
+PHASES = ("load", "degrade", "quality", "defend", "predict")
 
 
 @dataclass
@@ -84,6 +92,7 @@ class Sweep:
     batch_size: int
     device: torch.device
     defenses: dict[str, nn.Module]
+    quality: bool
 
     @property
     def batches_per_group(self) -> int:
@@ -91,9 +100,21 @@ class Sweep:
         return -(-len(self.test) // self.batch_size)
 
     @property
+    def copies(self) -> int:
+        """Degraded copies of the test set over all groups."""
+        return sum(g.copies for g in self.groups)
+
+    @property
+    def quality_copies(self) -> int:
+        """Degraded copies whose PSNR (and SSIM) ``evaluate_group`` measures."""
+        if not self.quality:
+            return 0
+        return sum(g.copies for g in self.groups if g.setting.name != "none")
+
+    @property
     def model_images(self) -> int:
-        """Images the sweep feeds to the model: groups x defences x test images."""
-        return len(self.groups) * len(self.defenses) * len(self.test)
+        """Images the sweep feeds to the model: copies x defences x test images."""
+        return self.copies * len(self.defenses) * len(self.test)
 
 
 @dataclass
@@ -104,6 +125,9 @@ class PhaseRun:
     per_defense: dict[str, float] = field(default_factory=dict)
     total: float = 0.0
     confusion: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    psnr_sum: float = 0.0
+    psnr_count: int = 0
+    ssim_sum: float = 0.0
 
 
 def _sync(device: torch.device) -> None:
@@ -142,27 +166,38 @@ def run_phased(s: Sweep) -> PhaseRun:
     for group in s.groups:
         degradation = create_degradation(group.setting.name, **group.setting.params)
         generator = make_generator(group.seed, s.device)
+        measure = s.quality and group.setting.name != "none"
         confusion = {
             label: torch.zeros(n2, dtype=torch.int64, device=s.device) for label in s.defenses
         }
         for x, y in _timed_batches(s.test, s.batch_size, s.device, add_load):
-            t0 = time.perf_counter()
-            degraded = degradation(x, generator)
-            _sync(s.device)
-            run.seconds["degrade"] += time.perf_counter() - t0
-            for label, defense in s.defenses.items():
+            for copy in range(group.copies):
                 t0 = time.perf_counter()
-                defended = defense(degraded)
+                degraded = degradation(x, generator)
                 _sync(s.device)
                 t1 = time.perf_counter()
-                logits = check_logits(s.model(defended), len(y), s.num_classes)
-                predicted = logits.argmax(dim=1)
-                confusion[label] += torch.bincount(y * s.num_classes + predicted, minlength=n2)
-                _sync(s.device)
-                t2 = time.perf_counter()
-                run.seconds["defend"] += t1 - t0
-                run.per_defense[label] += t1 - t0
-                run.seconds["predict"] += t2 - t1
+                run.seconds["degrade"] += t1 - t0
+                if measure:  # as evaluate_group: sums pulled to the host, so no sync needed
+                    batch_psnr = psnr(degraded, x)
+                    finite = torch.isfinite(batch_psnr)
+                    run.psnr_sum += float(batch_psnr[finite].sum())
+                    run.psnr_count += int(finite.sum())
+                    if copy == 0:
+                        run.ssim_sum += float(ssim(degraded, x).sum())
+                    run.seconds["quality"] += time.perf_counter() - t1
+                for label, defense in s.defenses.items():
+                    t0 = time.perf_counter()
+                    defended = defense(degraded)
+                    _sync(s.device)
+                    t1 = time.perf_counter()
+                    logits = check_logits(s.model(defended), len(y), s.num_classes)
+                    predicted = logits.argmax(dim=1)
+                    confusion[label] += torch.bincount(y * s.num_classes + predicted, minlength=n2)
+                    _sync(s.device)
+                    t2 = time.perf_counter()
+                    run.seconds["defend"] += t1 - t0
+                    run.per_defense[label] += t1 - t0
+                    run.seconds["predict"] += t2 - t1
         run.confusion.append(
             {k: v.view(s.num_classes, s.num_classes).cpu() for k, v in confusion.items()}
         )
@@ -185,6 +220,9 @@ def run_production(s: Sweep) -> tuple[float, list[dict[str, torch.Tensor]]]:
             batch_size=s.batch_size,
             device=s.device,
             defenses=s.defenses,
+            copies=group.copies,
+            quality=s.quality,
+            record_copies=0,
         )
         matrices.append(result.confusion)
     _sync(s.device)
@@ -194,7 +232,7 @@ def run_production(s: Sweep) -> tuple[float, list[dict[str, torch.Tensor]]]:
 @torch.inference_mode()
 def run_inference(s: Sweep, batches: list[torch.Tensor]) -> float:
     """The floor: ``model(x)`` alone, on the clean batches, as many batches as the sweep."""
-    rounds = len(s.groups) * len(s.defenses)
+    rounds = s.copies * len(s.defenses)
     _sync(s.device)
     began = time.perf_counter()
     for _ in range(rounds):
@@ -242,6 +280,7 @@ def _table(results: dict[str, Any]) -> str:
     rows: list[tuple[str, int, float]] = [
         ("load (uint8 -> float)", c["degrade_images"], m["load"]),
         ("degrade", c["degrade_images"], m["degrade"]),
+        ("quality (PSNR, SSIM)", c["quality_images"], m["quality"]),
         ("defend (all filters)", c["model_images"], m["defend"]),
     ]
     rows += [
@@ -320,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         defenses={
             d.label: create_defense(d.name, **d.params).to(device).eval() for d in plan.defenses
         },
+        quality=config.quality_metrics,
     )
     clean = [x for x, _ in sweep.test.batches(sweep.batch_size, device)]
 
@@ -366,12 +406,15 @@ def main(argv: list[str] | None = None) -> int:
             "defenses": list(sweep.defenses),
             "test_images": len(sweep.test),
             "batch_size": sweep.batch_size,
+            "copies": sweep.copies,
+            "quality_metrics": sweep.quality,
             "repeats": args.repeats,
         },
         "counts": {
-            "degrade_images": len(sweep.groups) * len(sweep.test),
+            "degrade_images": sweep.copies * len(sweep.test),
+            "quality_images": sweep.quality_copies * len(sweep.test),
             "model_images": sweep.model_images,
-            "model_batches": len(sweep.groups) * len(sweep.defenses) * sweep.batches_per_group,
+            "model_batches": sweep.copies * len(sweep.defenses) * sweep.batches_per_group,
         },
         "median_seconds": median,
         "ratio": median["sweep_total"] / median["pure_inference"],
@@ -387,8 +430,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"study {config.name}: model {study['model']}, {study['groups']} groups "
-        f"(setting x trial) x {len(study['defenses'])} defences ({', '.join(study['defenses'])}), "
-        f"{study['test_images']} test images, batch {study['batch_size']}, "
+        f"(setting x trial; {study['copies']} copies of the test set) x "
+        f"{len(study['defenses'])} defences ({', '.join(study['defenses'])}), "
+        f"{study['test_images']} test images, batch {study['batch_size']}, quality metrics "
+        f"{'on' if study['quality_metrics'] else 'off'}, "
         f"median of {study['repeats']} repeats after a warm-up"
     )
     print()

@@ -87,3 +87,21 @@ def test_defended_applies_defense_first() -> None:
     x[0, 0, 2, 2] = 1.0
     model = defended(torch.nn.Flatten(), create_defense("median", size=3))
     assert torch.equal(model(x), torch.full((1, 25), 0.5))
+
+
+@pytest.mark.parametrize("shape", [(4, 1, 28, 28), (3, 3, 32, 31), (2, 1, 2, 5)])
+def test_median3_network_matches_scipy_with_ties(shape: tuple[int, ...]) -> None:
+    # Quantised values make many ties: the min / max network must still pick the exact median.
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(0, 4, shape, generator=g).float() / 3
+    ours = create_defense("median", size=3)(x).numpy()
+    ref = ndi.median_filter(x.numpy(), size=(1, 1, 3, 3), mode="mirror")
+    np.testing.assert_array_equal(ours, ref)
+
+
+def test_median_passes_gradient_to_selected_pixels() -> None:
+    x = _images(3, (2, 1, 8, 8)).requires_grad_()
+    create_defense("median", size=3)(x).sum().backward()
+    assert x.grad is not None
+    # Every output pixel sends its gradient to one input pixel: the total is the pixel count.
+    assert float(x.grad.sum()) == pytest.approx(2 * 64)
