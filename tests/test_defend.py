@@ -105,3 +105,12 @@ def test_median_passes_gradient_to_selected_pixels() -> None:
     assert x.grad is not None
     # Every output pixel sends its gradient to one input pixel: the total is the pixel count.
     assert float(x.grad.sum()) == pytest.approx(2 * 64)
+
+
+def test_median3_blocks_join_seamlessly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from robustlab.defend import filters
+
+    x = _images(4, (37, 2, 9, 11))
+    whole = create_defense("median", size=3)(x)
+    monkeypatch.setattr(filters, "_MEDIAN_BLOCK", 2 * 9 * 11 * 5)  # blocks of 5 images
+    assert torch.equal(create_defense("median", size=3)(x), whole)

@@ -56,6 +56,11 @@ def _sort3(
     return torch.minimum(low, c), torch.maximum(low, torch.minimum(high, c)), torch.maximum(high, c)
 
 
+# The network is memory-bound: run it on blocks of about this many values, which stay in the
+# CPU cache between its ~20 passes (1.6x faster on 28x28, 2x on 3x32x32 images than one block).
+_MEDIAN_BLOCK = 64_000
+
+
 def median3x3(x: torch.Tensor) -> torch.Tensor:
     """Exact 3x3 median with reflected borders, by a min / max network.
 
@@ -64,6 +69,14 @@ def median3x3(x: torch.Tensor) -> torch.Tensor:
     three highs) of the window's columns, a classic exact identity. About 20 elementwise
     operations instead of a sort per pixel.
     """
+    per_image = max(x[0].numel(), 1) if len(x) else 1
+    block = max(1, _MEDIAN_BLOCK // per_image)
+    if x.device.type == "cpu" and len(x) > block:
+        return torch.cat([_median3x3_block(part) for part in torch.split(x, block)])
+    return _median3x3_block(x)
+
+
+def _median3x3_block(x: torch.Tensor) -> torch.Tensor:
     padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
     low, mid, high = _sort3(padded[..., :-2, :], padded[..., 1:-1, :], padded[..., 2:, :])
 
