@@ -62,9 +62,8 @@ class SaltPepper(Degradation):
         """Set pixels to 0 or 1 where a uniform draw from ``generator`` falls below ``amount``."""
         n, _, h, w = x.shape
         u = torch.rand((n, 1, h, w), generator=generator, device=x.device, dtype=x.dtype)
-        half = self.amount / 2
-        out = x.masked_fill(u < half, 0.0)
-        return out.masked_fill_((u >= half) & (u < self.amount), 1.0)
+        salted = torch.where(u < self.amount, 1.0, x)
+        return torch.where(u < self.amount / 2, 0.0, salted)
 
 
 def _add_clipped_gaussian(x: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
