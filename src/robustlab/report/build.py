@@ -41,9 +41,7 @@ from robustlab.report.sections import (
 from robustlab.report.summary import Stat, StatKey, summarise
 from robustlab.study.config import PerClassReference, ReferenceTable, StudyConfig
 from robustlab.study.plan import Plan, Setting, make_plan
-from robustlab.study.store import CellRow, ResultsStore
-
-STORE_NAME = "results.sqlite"
+from robustlab.study.store import STORE_NAME, CellRow, ResultsStore
 
 
 def _fmt_errors(stat: Stat | None) -> str:

@@ -28,10 +28,9 @@ from robustlab.study.config import StudyConfig, load_config, load_configs
 from robustlab.study.executor import EvalOptions, GroupCallback, execute
 from robustlab.study.plan import Plan, make_plan
 from robustlab.study.progress import RichProgress, SilentProgress
-from robustlab.study.store import ResultsStore
+from robustlab.study.store import STORE_NAME, ResultsStore
 from robustlab.train.cache import ModelCache
 
-STORE_NAME = "results.sqlite"
 CSV_COLUMNS = [
     "model", "epochs", "defense", "degradation", "degradation_name", "severity_name",
     "severity", "params", "trial", "copies", "n", "errors", "accuracy", "psnr", "ssim",

@@ -30,6 +30,7 @@ import numpy as np
 
 from robustlab.errors import RobustlabError
 
+STORE_NAME = "results.sqlite"  # the store's file name inside a run directory
 SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
