@@ -24,7 +24,7 @@ from robustlab.degrade import create_degradation
 from robustlab.metrics import psnr, ssim
 from robustlab.models.base import check_logits
 from robustlab.seeding import make_generator
-from robustlab.study.plan import Group, Plan
+from robustlab.study.plan import Group, Plan, PlannedModel
 from robustlab.study.progress import SilentProgress
 from robustlab.study.store import CellRow, ResultsStore
 from robustlab.tensors import to_uint8
@@ -190,6 +190,43 @@ class EvalOptions:
     examples: int = 0
 
 
+def provide_model(
+    planned: PlannedModel,
+    dataset: Dataset,
+    store: ResultsStore,
+    *,
+    device: torch.device,
+    cache: ModelCache,
+    progress: SilentProgress,
+) -> nn.Module:
+    """The study model ``planned`` in eval mode on ``device``: from the cache, else trained.
+
+    Training shows progress and logs the clean accuracy; the model is recorded in ``store``.
+    Every part of a study that needs a model (degradation sweeps, attacks) gets it here.
+    """
+    train_task = [-1]
+
+    def on_start(recipe: object, first: int, last: int) -> None:
+        if last > first:
+            images = len(dataset.train) * (last - first)
+            train_task[0] = progress.start(f"training {planned.id} (ep {first}->{last})", images)
+
+    def on_train_batch(n: int) -> None:
+        progress.advance(train_task[0], n)
+
+    served = cache.get_or_train(
+        planned.recipe, dataset, device, on_start=on_start, on_batch=on_train_batch
+    )
+    if served.trained_epochs:
+        progress.finish(train_task[0])
+        progress.log(
+            f"trained {planned.id}: clean accuracy {served.card.clean_accuracy:.4f} "
+            f"in {served.card.train_seconds:.1f} s"
+        )
+    store.record_model(planned.id, str(served.path), served.card.model_dump())
+    return served.model.to(device).eval()
+
+
 def execute(
     plan: Plan,
     dataset: Dataset,
@@ -228,33 +265,9 @@ def execute(
         groups = [g for g in pending if g.model.id == planned.id]
         if not groups:
             continue
-        train_task = [-1]
-
-        def on_start(
-            recipe: object,
-            first: int,
-            last: int,
-            _id: str = planned.id,
-            _task: list[int] = train_task,
-        ) -> None:
-            if last > first:
-                images = len(dataset.train) * (last - first)
-                _task[0] = progress.start(f"training {_id} (ep {first}->{last})", images)
-
-        def on_train_batch(n: int, _task: list[int] = train_task) -> None:
-            progress.advance(_task[0], n)
-
-        served = cache.get_or_train(
-            planned.recipe, dataset, device, on_start=on_start, on_batch=on_train_batch
+        model = provide_model(
+            planned, dataset, store, device=device, cache=cache, progress=progress
         )
-        if served.trained_epochs:
-            progress.finish(train_task[0])
-            progress.log(
-                f"trained {planned.id}: clean accuracy {served.card.clean_accuracy:.4f} "
-                f"in {served.card.train_seconds:.1f} s"
-            )
-        store.record_model(planned.id, str(served.path), served.card.model_dump())
-        model = served.model.to(device).eval()
         for group in groups:
             todo = [c for c in group.cells if c.key not in finished]
             defenses = {
