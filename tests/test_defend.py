@@ -89,14 +89,35 @@ def test_defended_applies_defense_first() -> None:
     assert torch.equal(model(x), torch.full((1, 25), 0.5))
 
 
+@pytest.mark.parametrize("path", ["opencv", "network"])
 @pytest.mark.parametrize("shape", [(4, 1, 28, 28), (3, 3, 32, 31), (2, 1, 2, 5)])
-def test_median3_network_matches_scipy_with_ties(shape: tuple[int, ...]) -> None:
-    # Quantised values make many ties: the min / max network must still pick the exact median.
+def test_median3_matches_scipy_with_ties(shape: tuple[int, ...], path: str) -> None:
+    # Quantised values make many ties: both paths must still pick the exact median.
     g = torch.Generator().manual_seed(5)
     x = torch.randint(0, 4, shape, generator=g).float() / 3
-    ours = create_defense("median", size=3)(x).numpy()
-    ref = ndi.median_filter(x.numpy(), size=(1, 1, 3, 3), mode="mirror")
+    if path == "network":  # the path taken whenever a gradient is needed
+        ours = create_defense("median", size=3)(x.requires_grad_()).detach().numpy()
+    else:
+        ours = create_defense("median", size=3)(x).numpy()
+    ref = ndi.median_filter(x.detach().numpy(), size=(1, 1, 3, 3), mode="mirror")
     np.testing.assert_array_equal(ours, ref)
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_median_opencv_mosaic_matches_scipy_on_mnist_size(size: int) -> None:
+    from robustlab.defend.filters import median_opencv
+
+    x = _images(8, (6, 3, 28, 28))
+    ref = ndi.median_filter(x.numpy(), size=(1, 1, size, size), mode="mirror")
+    np.testing.assert_array_equal(median_opencv(x, size).numpy(), ref)
+
+
+def test_median_float64_takes_the_torch_path() -> None:
+    x = _images(9, (2, 1, 10, 10)).double()
+    ours = create_defense("median", size=3)(x)
+    assert ours.dtype == torch.float64
+    ref = ndi.median_filter(x.numpy(), size=(1, 1, 3, 3), mode="mirror")
+    np.testing.assert_array_equal(ours.numpy(), ref)
 
 
 def test_median_passes_gradient_to_selected_pixels() -> None:
@@ -111,6 +132,6 @@ def test_median3_blocks_join_seamlessly(monkeypatch: pytest.MonkeyPatch) -> None
     from robustlab.defend import filters
 
     x = _images(4, (37, 2, 9, 11))
-    whole = create_defense("median", size=3)(x)
+    whole = filters.median3x3(x)
     monkeypatch.setattr(filters, "_MEDIAN_BLOCK", 2 * 9 * 11 * 5)  # blocks of 5 images
-    assert torch.equal(create_defense("median", size=3)(x), whole)
+    assert torch.equal(filters.median3x3(x), whole)
