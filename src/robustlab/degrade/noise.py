@@ -62,8 +62,12 @@ class SaltPepper(Degradation):
         """Set pixels to 0 or 1 where a uniform draw from ``generator`` falls below ``amount``."""
         n, _, h, w = x.shape
         u = torch.rand((n, 1, h, w), generator=generator, device=x.device, dtype=x.dtype)
-        salted = torch.where(u < self.amount, 1.0, x)
-        return torch.where(u < self.amount / 2, 0.0, salted)
+        if self.amount == 0.0:
+            return x.clone()
+        # floor(2u / amount) is 0 (pepper) for u < amount / 2, 1 (salt) for u < amount and
+        # >= 2 (untouched) otherwise: one pass fewer than two comparisons and two selections.
+        level = u.mul_(2.0 / self.amount).floor_()
+        return torch.where(level < 2.0, level, x)
 
 
 def _add_clipped_gaussian(x: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
