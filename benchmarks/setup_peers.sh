@@ -27,6 +27,10 @@ $PY -m pip install --quiet torch==2.13.0
 $PY -m pip install --quiet -e .
 $PY -m pip install --quiet opencv-python-headless scipy scikit-image kornia "setuptools<81"
 $PY -m pip install --quiet --no-deps imagecorruptions
+# torchattacks 3.5.1 (for benchmarks/bench_pgd.py) declares torchvision, requests and tqdm as
+# dependencies; --no-deps keeps them (and any other torch) out. Its PGD imports and runs without
+# them; the smoke test below checks that, and that torchvision was not imported.
+$PY -m pip install --quiet --no-deps torchattacks
 
 # Smoke test: every peer imports and the four corruptions the benchmark uses run.
 $PY - <<'PY'
@@ -43,6 +47,7 @@ import PIL
 import scipy
 import skimage
 import torch
+import torchattacks
 from PIL import Image
 
 import robustlab
@@ -50,13 +55,17 @@ import robustlab
 image = np.zeros((32, 32, 3), np.uint8)
 for name in ("gaussian_noise", "impulse_noise", "gaussian_blur", "jpeg_compression"):
     assert np.uint8(getattr(ic, name)(Image.fromarray(image), 1)).shape == image.shape, name
+net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+adv = torchattacks.PGD(net, eps=0.1, alpha=0.05, steps=2)(torch.rand(3, 1, 2, 2), torch.zeros(3).long())
+assert adv.shape == (3, 1, 2, 2), "torchattacks PGD"
 assert not any(m.startswith("torchvision") for m in sys.modules), "torchvision got imported"
 print(
     f"peers ready: torch {torch.__version__}, robustlab {robustlab.__version__}, "
     f"opencv {cv2.__version__}, pillow {PIL.__version__}, scipy {scipy.__version__}, "
     f"scikit-image {skimage.__version__}, kornia {kornia.__version__}, "
-    f"numpy {np.__version__}, imagecorruptions ok"
+    f"numpy {np.__version__}, torchattacks {torchattacks.__version__}, imagecorruptions ok"
 )
 PY
 echo "benchmark environment ready in $(pwd)/.bench-venv"
 echo "run: .bench-venv/bin/python benchmarks/bench_degradations.py"
+echo "     .bench-venv/bin/python benchmarks/bench_pgd.py"

@@ -28,7 +28,7 @@ def _with(**changes: Any) -> dict[str, Any]:
     [
         (
             {"dataset": {"name": "mnits"}},
-            "unknown dataset 'mnits'; valid: fashion-mnist, mnist, mnist-sample",
+            "unknown dataset 'mnits'; valid: cifar10, fashion-mnist, folder, gtsrb, mnist, mnist-sample",
         ),
         (
             {"degradations": [{"name": "salt", "grid": {"amount": [0.1]}}]},
@@ -38,11 +38,14 @@ def _with(**changes: Any) -> dict[str, Any]:
             {"degradations": [{"name": "salt_pepper", "grid": {"sigma": [0.1]}}]},
             "parameter of degradation 'salt_pepper' 'sigma'; valid: amount",
         ),
-        ({"defenses": ["mean"]}, "unknown defence 'mean'; valid: box, gaussian, median, none"),
+        (
+            {"defenses": ["mean"]},
+            "unknown defence 'mean'; valid: box, gaussian, jpeg, median, none",
+        ),
         ({"defenses": ["median:radius=2"]}, "valid: size"),
         (
             {"models": [{"name": "m", "architecture": "vgg"}]},
-            "unknown model 'vgg'; valid: lin2022_cnn",
+            "unknown model 'vgg'; valid: aghdam2016_cifar10",
         ),
         ({"trials": 0}, "trials"),
         ({"colour": "blue"}, "colour"),

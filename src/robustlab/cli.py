@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from robustlab.attack import ATTACKS
 from robustlab.data.datasets import DATASETS
 from robustlab.defend import DEFENSES, create_defense
 from robustlab.degrade import DEGRADATIONS, create_degradation
@@ -172,6 +173,91 @@ def degrade(
     console.print(f"wrote {output}")
 
 
+class Split(str, enum.Enum):
+    """Which split ``robustlab attack`` attacks."""
+
+    test = "test"
+    train = "train"
+
+
+@app.command()
+def attack(
+    model: Annotated[
+        Path, typer.Option("--model", help="A saved robustlab model (.safetensors + .json card).")
+    ],
+    data: Annotated[str, typer.Option("--data", help="Dataset name, e.g. mnist.")],
+    attack_spec: Annotated[
+        str,
+        typer.Option("--attack", help="Attack SPEC, e.g. pgd:eps=0.3,steps=40,norm=linf."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the .npz of examples.")],
+    split: Annotated[Split, typer.Option(help="Which split to attack.")] = Split.test,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Attack only the first N images.")
+    ] = None,
+    defense: Annotated[
+        str | None, typer.Option(help="Input defence SPEC in front of the model, e.g. median.")
+    ] = None,
+    adaptive: Annotated[
+        bool,
+        typer.Option(
+            "--adaptive/--oblivious",
+            help="Attack the whole defended pipeline (BPDA/EOT where needed), or the bare "
+            "model and then pass the examples through the defence.",
+        ),
+    ] = True,
+    device: Annotated[
+        str, typer.Option(help="auto (CUDA if available), cpu or cuda[:N].")
+    ] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the attack's random draws.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per attack batch.")] = 256,
+    data_dir: DataDir = None,
+) -> None:
+    """Attack a saved model on a dataset; print clean and robust accuracy and sanity flags.
+
+    The .npz holds clean and adversarial images (float32, exact), labels, and the defended
+    model's predictions on both, so every number can be checked independently.
+    """
+    from robustlab.attack.evaluate import create_attack, evaluate_attack
+    from robustlab.data import load_dataset
+    from robustlab.device import resolve_device
+    from robustlab.models import load_model
+
+    try:
+        torch_device = resolve_device(device)
+        attacker = create_attack(attack_spec)
+        front = None
+        if defense:
+            name, params = parse_spec(defense)
+            front = create_defense(name, **params)
+        net = load_model(model, device=str(torch_device))
+        dataset = load_dataset(data, data_dir=str(data_dir) if data_dir else None)
+        images = (dataset.test if split is Split.test else dataset.train).subset(limit)
+        result = evaluate_attack(
+            net, images, attacker, front, adaptive=adaptive, device=torch_device, seed=seed,
+            batch_size=batch_size,
+        )  # fmt: skip
+        result.save(
+            out, attack=attack_spec, defense=defense or "none",
+            protocol="adaptive" if adaptive else "oblivious",
+        )  # fmt: skip
+    except RobustlabError as err:
+        raise _fail(err) from None
+    except OSError as err:
+        raise _fail(RobustlabError(f"cannot write {out}: {err}")) from None
+    n = len(result)
+    clean = int((result.clean_predictions == result.labels).sum())
+    robust = int((result.predictions == result.labels).sum())
+    protocol = "adaptive" if adaptive else "oblivious"
+    console.print(f"attack:   {attack_spec} ({protocol})", highlight=False)
+    console.print(f"defence:  {defense or 'none'} ({result.method})")
+    console.print(f"clean accuracy:  {result.clean_accuracy:.4f} ({clean} of {n})")
+    console.print(f"robust accuracy: {result.robust_accuracy:.4f} ({robust} of {n})")
+    for flag in result.flags:
+        console.print(f"[bold yellow]sanity flag[/] {escape(str(flag))}", highlight=False)
+    console.print(f"wrote {out}")
+
+
 class Kind(str, enum.Enum):
     """What ``robustlab list`` can show."""
 
@@ -180,6 +266,7 @@ class Kind(str, enum.Enum):
     models = "models"
     degradations = "degradations"
     defenses = "defenses"
+    attacks = "attacks"
     suites = "suites"
 
 
@@ -201,7 +288,7 @@ def _registry_table(title: str, registry: Registry[object]) -> Table:
 def list_pieces(
     kind: Annotated[Kind, typer.Argument(help="Which registry to show.")] = Kind.all,
 ) -> None:
-    """List datasets, models, degradations, defences and severity suites.
+    """List datasets, models, degradations, defences, attacks and severity suites.
 
     The parameter a study sweeps by default (its severity) is shown in bold.
     """
@@ -210,6 +297,7 @@ def list_pieces(
         ("models", MODELS),  # type: ignore[list-item]
         ("degradations", DEGRADATIONS),  # type: ignore[list-item]
         ("defenses", DEFENSES),  # type: ignore[list-item]
+        ("attacks", ATTACKS),  # type: ignore[list-item]
     ]
     for name, registry in shown:
         if kind in (Kind.all, Kind(name)):

@@ -1,12 +1,32 @@
-"""Datasets: IDX readers, checksummed downloads and the registry of named datasets.
+"""Datasets: file readers, safe downloads and extraction, and the registry of named datasets.
+
+Importing the package registers every dataset: the MNIST family (:mod:`.datasets`), CIFAR-10
+(:mod:`.cifar10`), SVHN (:mod:`.svhn`), GTSRB (:mod:`.gtsrb`) and your own image folders
+(:mod:`.folder`, ``folder:PATH``).
 
 Example:
     >>> from robustlab.data import DATASETS
     >>> DATASETS.names()
-    ['fashion-mnist', 'mnist', 'mnist-sample']
+    ['cifar10', 'fashion-mnist', 'folder', 'gtsrb', 'mnist', 'mnist-sample', 'svhn']
 """
 
-from robustlab.data.base import Dataset, Split
-from robustlab.data.datasets import DATASETS, load_dataset
+from robustlab.data import cifar10, datasets, folder, gtsrb, svhn
+from robustlab.data.base import Dataset, Split, SplitLike
+from robustlab.data.registry import DATASETS, check_dataset, load_dataset, resolve_dataset_name
+from robustlab.data.streaming import StreamingSplit
 
-__all__ = ["DATASETS", "Dataset", "Split", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "Split",
+    "SplitLike",
+    "StreamingSplit",
+    "check_dataset",
+    "cifar10",
+    "datasets",
+    "folder",
+    "gtsrb",
+    "load_dataset",
+    "resolve_dataset_name",
+    "svhn",
+]

@@ -1,7 +1,11 @@
-"""The in-memory dataset type every loader returns.
+"""The dataset type every loader returns, and the split interface training and evaluation use.
 
-Images are kept as ``uint8`` tensors ``(N, C, H, W)`` (a quarter of the memory of float32) and
-turned into the project's currency, ``float32`` in ``[0, 1]``, one batch at a time.
+:class:`SplitLike` is what the rest of robustlab asks of a split: its length, labels, image
+shape, a prefix (``subset``), ``float32`` batches in ``[0, 1]`` in order or in a given order
+(``batches``) and a ``fingerprint`` for cache keys. :class:`Split` keeps every image in memory
+as a ``uint8`` tensor ``(N, C, H, W)`` (a quarter of the memory of float32);
+:class:`robustlab.data.streaming.StreamingSplit` decodes image files lazily, batch by batch,
+in worker processes, for data that does not fit in memory.
 
 Example:
     >>> import torch
@@ -17,8 +21,43 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
+
+
+@runtime_checkable
+class SplitLike(Protocol):
+    """What training, evaluation and the model cache need from a split of a dataset."""
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """``int64`` labels ``(N,)``, always in memory."""
+        ...
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of every image."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def subset(self, limit: int | None) -> SplitLike:
+        """The first ``limit`` samples (all of them when ``limit`` is None)."""
+        ...
+
+    def batches(
+        self,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        order: torch.Tensor | None = None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(float32 images in [0, 1], labels)`` batches, in ``order`` if given."""
+        ...
+
+    def fingerprint(self) -> str:
+        """A hex digest that changes whenever the images or labels change."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -43,14 +82,35 @@ class Split:
             return self
         return Split(self.images[:limit], self.labels[:limit])
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
     def batches(
-        self, batch_size: int, device: torch.device | str = "cpu"
+        self,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        order: torch.Tensor | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(images, labels)`` batches in order, images as float32 in ``[0, 1]``."""
-        for start in range(0, len(self), batch_size):
-            x = self.images[start : start + batch_size].to(device)
-            y = self.labels[start : start + batch_size].to(device)
-            yield x.float().div_(255.0), y
+        """Yield ``(images, labels)`` batches, images as float32 in ``[0, 1]``.
+
+        Args:
+            batch_size: images per batch (the last batch may be smaller).
+            device: where the batches go.
+            order: sample indices to visit (e.g. a seeded permutation for training); by
+                default every sample in stored order.
+        """
+        total = len(self) if order is None else len(order)
+        for start in range(0, total, batch_size):
+            if order is None:
+                x = self.images[start : start + batch_size]
+                y = self.labels[start : start + batch_size]
+            else:
+                index = order[start : start + batch_size]
+                x, y = self.images[index], self.labels[index]
+            yield x.to(device).float().div_(255.0), y.to(device)
 
     def fingerprint(self) -> str:
         """SHA-256 of the images and labels: changes whenever the data changes."""
@@ -66,18 +126,37 @@ class Dataset:
     """A labelled image dataset with a train and a test split."""
 
     name: str
-    train: Split
-    test: Split
+    train: SplitLike
+    test: SplitLike
     classes: list[str]
     notes: list[str] = field(default_factory=list)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of one image."""
-        c, h, w = self.test.images.shape[1:]
-        return int(c), int(h), int(w)
+        return self.test.image_shape
 
     @property
     def num_classes(self) -> int:
         """Number of classes."""
         return len(self.classes)
+
+
+def count_note(title: str, split: str, count: int, official: int) -> str:
+    """The dataset note for a split whose size differs from the official release.
+
+    Example:
+        >>> count_note("CIFAR-10", "test", 9_000, 10_000)[:55]
+        'CIFAR-10 test split has 9,000 images, not the official '
+    """
+    if split == "train":
+        consequence = (
+            f"results trained on it are slightly below full-{title} results"
+            if count < official
+            else f"results trained on it are not comparable with full-{title} results"
+        )
+    else:
+        consequence = f"accuracies on it are not directly comparable with published {title} ones"
+    return (
+        f"{title} {split} split has {count:,} images, not the official {official:,}: {consequence}"
+    )

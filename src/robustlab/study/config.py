@@ -27,13 +27,23 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
-from robustlab.data.datasets import DATASETS
+from robustlab.data.registry import check_dataset, resolve_dataset_name
 from robustlab.defend import DEFENSES
 from robustlab.degrade import DEGRADATIONS, create_degradation
 from robustlab.errors import ConfigError, RobustlabError
 from robustlab.models import MODELS
+from robustlab.models.external import parse_factory_reference
 from robustlab.spec import parse_spec
 
 
@@ -51,26 +61,80 @@ class _Strict(BaseModel):
 
 
 class DatasetConfig(_Strict):
-    """Which dataset, and optionally how many test images to evaluate on."""
+    """Which dataset (a registered name or ``folder:PATH``), its parameters, and limits."""
 
     name: str
     test_limit: int | None = Field(None, ge=1, description="evaluate on the first N test images")
     train_limit: int | None = Field(None, ge=1, description="train on the first N train images")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="the dataset's own parameters, e.g. image_size"
+    )
 
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
         with _as_value_error():
-            DATASETS.entry(name)
+            resolve_dataset_name(name)
         return name
+
+    @model_validator(mode="after")
+    def _known_params(self) -> DatasetConfig:
+        with _as_value_error():
+            check_dataset(self.name, self.params)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_empty_params(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Without dataset parameters the dump, and so every cell key, is what it was before
+        # ``params`` existed: stored results of older studies stay valid.
+        data: dict[str, Any] = handler(self)
+        if not self.params:
+            data.pop("params", None)
+        return data
+
+
+class NormalizeConfig(_Strict):
+    """The input normalisation a user's model was trained with: ``(x - mean) / std``."""
+
+    mean: list[float] = Field(min_length=1, description="one value per channel, or one for all")
+    std: list[float] = Field(min_length=1, description="one value per channel, or one for all")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NormalizeConfig:
+        if len(self.mean) != len(self.std):
+            raise ValueError(
+                f"normalize needs as many std as mean values, got {len(self.mean)} means and "
+                f"{len(self.std)} stds"
+            )
+        if any(s <= 0 for s in self.std):
+            raise ValueError("every std of normalize must be > 0")
+        return self
+
+
+_SOURCES = ("architecture", "factory", "torchscript")
+_TRAINING_FIELDS = ("epochs", "batch_size", "learning_rate", "optimizer", "seed")
 
 
 class ModelConfig(_Strict):
-    """A model to train (architecture + training recipe), one per entry of ``epochs``."""
+    """A model of the study: one that robustlab trains, or a pretrained one it evaluates.
+
+    Exactly one source: ``architecture`` (a registered network, trained, one model per entry of
+    ``epochs``); ``factory`` (``package.module:name`` or ``path/to/file.py:name``, a callable
+    returning an ``nn.Module`` built with ``factory_params``), evaluated as is when ``weights``
+    are given and trained like an architecture otherwise; ``torchscript`` (a TorchScript file,
+    evaluated as is). ``normalize`` declares the input normalisation of a factory or TorchScript
+    model (wrapped in front of it, so it takes ``[0, 1]`` pixels). Pretrained models take no
+    training settings. Relative paths are relative to the current directory.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    architecture: str
+    architecture: str | None = Field(None, description="a registered architecture to train")
     params: dict[str, Any] = Field(default_factory=dict)
+    factory: str | None = Field(None, description="module:name or file.py:name of a factory")
+    factory_params: dict[str, Any] = Field(default_factory=dict)
+    weights: str | None = Field(None, description="state dict for factory (safetensors, .pt)")
+    torchscript: str | None = Field(None, description="a TorchScript file to evaluate")
+    normalize: NormalizeConfig | None = None
     epochs: list[int] = Field(default_factory=lambda: [10], min_length=1)
     batch_size: int = Field(100, ge=1)
     learning_rate: float = Field(1e-4, gt=0)
@@ -79,10 +143,77 @@ class ModelConfig(_Strict):
 
     @field_validator("architecture")
     @classmethod
-    def _known(cls, name: str) -> str:
-        with _as_value_error():
-            MODELS.entry(name)
+    def _known(cls, name: str | None) -> str | None:
+        if name is not None:
+            with _as_value_error():
+                MODELS.entry(name)
         return name
+
+    @field_validator("factory")
+    @classmethod
+    def _reference(cls, reference: str | None) -> str | None:
+        if reference is not None:
+            with _as_value_error():
+                parse_factory_reference(reference)
+        return reference
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelConfig:
+        given = [k for k in _SOURCES if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"model '{self.name}' needs exactly one of architecture (a registered network "
+                "that robustlab trains), factory ('package.module:name' or 'file.py:name'; "
+                "pretrained with weights, trained without) or torchscript (a TorchScript file); "
+                f"it gives {' and '.join(given) or 'none'}"
+            )
+        misplaced = {
+            "params": (
+                bool(self.params) and self.architecture is None,
+                "params belong to architecture; a factory takes factory_params",
+            ),
+            "factory_params": (
+                bool(self.factory_params) and self.factory is None,
+                "factory_params belong to factory",
+            ),
+            "weights": (
+                self.weights is not None and self.factory is None,
+                "weights go with factory (a TorchScript file holds its own weights; an "
+                "architecture is trained by robustlab)",
+            ),
+            "normalize": (
+                self.normalize is not None and self.architecture is not None,
+                "a registered architecture normalises its input itself; set its mean / std "
+                "params (see `robustlab list`)",
+            ),
+        }
+        for key, (wrong, why) in misplaced.items():
+            if wrong:
+                raise ValueError(f"model '{self.name}': {key}: {why}")
+        if self.pretrained:
+            fields = type(self).model_fields
+            changed = [
+                f
+                for f in _TRAINING_FIELDS
+                if getattr(self, f) != fields[f].get_default(call_default_factory=True)
+            ]
+            if changed:
+                raise ValueError(
+                    f"model '{self.name}' is pretrained and evaluated as it is; remove "
+                    f"{', '.join(changed)} (robustlab does not train it)"
+                )
+        return self
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether the model is evaluated as given (TorchScript, or factory with weights)."""
+        return self.torchscript is not None or self.weights is not None
+
+    def ids(self) -> list[str]:
+        """The study's ids of this entry: ``<name>`` if pretrained, else ``<name>-e<epochs>``."""
+        if self.pretrained:
+            return [self.name]
+        return [f"{self.name}-e{e}" for e in self.epochs]
 
     @field_validator("epochs")
     @classmethod
@@ -156,6 +287,67 @@ class DegradationConfig(PieceConfig):
         return [{**self.params, **dict(zip(keys, combo, strict=True))} for combo in combos]
 
 
+class AttackConfig(PieceConfig):
+    """An adversarial attack, its swept grid and the protocols it is evaluated under.
+
+    ``grid`` values are lists or the name of a grid of :mod:`robustlab.attack.grids`
+    (``grid: {eps: huang2021}``). ``oblivious`` attacks the bare classifier and passes the
+    examples through each defence; ``adaptive`` attacks the whole defended pipeline (exact
+    gradients, BPDA for non-differentiable defences, EOT for random ones; ``gradient: bpda``
+    uses BPDA's identity even where exact gradients exist).
+    """
+
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    protocols: list[Literal["oblivious", "adaptive"]] = Field(
+        default_factory=lambda: ["oblivious", "adaptive"],  # type: ignore[arg-type]
+        min_length=1,
+    )
+    gradient: Literal["auto", "exact", "bpda"] = "auto"
+    eot_samples: int = Field(16, ge=1, description="gradient draws per step on random defences")
+
+    @field_validator("grid", mode="before")
+    @classmethod
+    def _named_grids(cls, grid: Any) -> Any:
+        if not isinstance(grid, dict):
+            return grid
+        from robustlab.attack.grids import named_grid
+
+        with _as_value_error():
+            return {k: named_grid(v) if isinstance(v, str) else v for k, v in grid.items()}
+
+    @model_validator(mode="after")
+    def _known(self) -> AttackConfig:
+        from robustlab.attack import ATTACKS
+
+        with _as_value_error():
+            ATTACKS.check_parameters(self.name, {**self.params, **dict.fromkeys(self.grid, 0)})
+        for key, values in self.grid.items():
+            if not values:
+                raise ValueError(f"grid of attack '{self.name}' gives no values for '{key}'")
+        if len(set(self.protocols)) != len(self.protocols):
+            raise ValueError(f"protocols of attack '{self.label}' repeat: {self.protocols}")
+        with _as_value_error():
+            for params in self.settings():  # out-of-range values fail here, before any work
+                ATTACKS.create(self.name, **params)
+        return self
+
+    @property
+    def swept(self) -> str | None:
+        """The parameter reported as ``severity``: the registered one if swept, else the first."""
+        from robustlab.attack import ATTACKS
+
+        severity = ATTACKS.entry(self.name).severity
+        if severity in self.grid:
+            return severity
+        return next(iter(self.grid), None)
+
+    def settings(self) -> list[dict[str, Any]]:
+        """Every parameter combination of the grid, merged over the fixed parameters."""
+        keys = list(self.grid)
+        combos = itertools.product(*(self.grid[k] for k in keys)) if keys else [()]
+        return [{**self.params, **dict(zip(keys, combo, strict=True))} for combo in combos]
+
+
 class ReferenceTable(_Strict):
     """Published numbers to put beside ours: one table of a paper."""
 
@@ -190,6 +382,35 @@ class Reference(_Strict):
     per_class: list[PerClassReference] = Field(default_factory=list)
 
 
+class MinimalNoiseConfig(_Strict):
+    """aghdam2016's minimal-noise search (Section 3) on the first test images, every model.
+
+    ``ga`` and ``szegedy`` hold the parameters of
+    :class:`robustlab.attack.minimal_noise.GeneticParams` and ``SzegedyParams``.
+    """
+
+    images: int = Field(100, ge=1, description="search on the first N test images")
+    methods: list[Literal["ga", "szegedy"]] = Field(
+        default_factory=lambda: ["ga", "szegedy"],  # type: ignore[arg-type]
+        min_length=1,
+    )
+    ga: dict[str, Any] = Field(default_factory=dict, description="genetic algorithm parameters")
+    szegedy: dict[str, Any] = Field(default_factory=dict, description="Szegedy solver parameters")
+    max_batch: int = Field(8192, ge=1, description="most images per forward pass (memory)")
+    examples: int = Field(6, ge=0, le=32, description="images shown in the report's figure")
+
+    @model_validator(mode="after")
+    def _known(self) -> MinimalNoiseConfig:
+        from robustlab.attack.minimal_noise import GeneticParams, SzegedyParams, make_params
+
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"minimal_noise methods repeat: {self.methods}")
+        with _as_value_error():
+            make_params(GeneticParams, self.ga)
+            make_params(SzegedyParams, self.szegedy)
+        return self
+
+
 class StudyConfig(_Strict):
     """A whole study: the root of the YAML file."""
 
@@ -199,6 +420,9 @@ class StudyConfig(_Strict):
     dataset: DatasetConfig
     models: list[ModelConfig] = Field(min_length=1)
     degradations: list[DegradationConfig] = Field(default_factory=list)
+    attacks: list[AttackConfig] = Field(
+        default_factory=list, description="adversarial attacks, oblivious and adaptive"
+    )
     defenses: list[DefenseConfig] = Field(default_factory=lambda: [DefenseConfig(name="none")])
     trials: int = Field(1, ge=1, description="independent draws of every random degradation")
     copies: int = Field(
@@ -216,6 +440,9 @@ class StudyConfig(_Strict):
     )
     output: str | None = Field(None, description="run directory; default runs/<name>")
     reference: Reference | None = None
+    minimal_noise: MinimalNoiseConfig | None = Field(
+        None, description="aghdam2016's minimal-noise search (GA vs Szegedy et al.)"
+    )
 
     @field_validator("degradations", mode="before")
     @classmethod
@@ -243,12 +470,13 @@ class StudyConfig(_Strict):
             ("model", [m.name for m in self.models]),
             ("defence", [d.label for d in self.defenses]),
             ("degradation", [d.label for d in self.degradations]),
+            ("attack", [a.label for a in self.attacks]),
         ):
             dupes = {x for x in labels if labels.count(x) > 1}
             if dupes:
                 raise ValueError(f"{kind} labels must be unique; repeated: {sorted(dupes)}")
         if self.baseline_model is not None:
-            ids = [f"{m.name}-e{e}" for m in self.models for e in m.epochs]
+            ids = [i for m in self.models for i in m.ids()]
             if self.baseline_model not in ids:
                 raise ValueError(
                     f"baseline_model '{self.baseline_model}' is not a model of this study; "

@@ -18,17 +18,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from robustlab.data.base import Dataset, Split
+from robustlab.data.base import Dataset, SplitLike
 from robustlab.defend import create_defense
 from robustlab.degrade import create_degradation
 from robustlab.metrics import psnr, ssim
 from robustlab.models.base import check_logits
+from robustlab.models.external import check_normalization_channels, probe_model
 from robustlab.seeding import make_generator
 from robustlab.study.plan import Group, Plan, PlannedModel
 from robustlab.study.progress import SilentProgress
 from robustlab.study.store import CellRow, ResultsStore
 from robustlab.tensors import to_uint8
 from robustlab.train.cache import ModelCache
+from robustlab.train.loop import TrainingRecipe, build_model
 
 GroupCallback = Callable[[Group], None]
 
@@ -92,7 +94,7 @@ class _Recorder:
 def evaluate_group(
     model: nn.Module,
     group: Group,
-    test: Split,
+    test: SplitLike,
     num_classes: int,
     *,
     batch_size: int,
@@ -190,6 +192,20 @@ class EvalOptions:
     examples: int = 0
 
 
+def _probe_untrained(
+    recipe: TrainingRecipe, dataset: Dataset, device: torch.device, model_id: str
+) -> None:
+    mean = recipe.params.get("mean") if recipe.architecture == "external_factory" else None
+    check_normalization_channels(mean, dataset.image_shape[0])
+    probe_model(
+        build_model(recipe).to(device),
+        dataset.image_shape,
+        dataset.num_classes,
+        device,
+        f"model {model_id} ({recipe.architecture})",
+    )
+
+
 def provide_model(
     planned: PlannedModel,
     dataset: Dataset,
@@ -199,11 +215,25 @@ def provide_model(
     cache: ModelCache,
     progress: SilentProgress,
 ) -> nn.Module:
-    """The study model ``planned`` in eval mode on ``device``: from the cache, else trained.
+    """The study model ``planned`` in eval mode on ``device``: loaded, cached or trained.
 
-    Training shows progress and logs the clean accuracy; the model is recorded in ``store``.
-    Every part of a study that needs a model (degradation sweeps, attacks) gets it here.
+    A pretrained model (TorchScript, or factory + weights) is loaded and probed with one batch
+    of the dataset's image shape. A model to train is served from the cache, else trained;
+    before training starts, a fresh one is probed the same way, so an architecture that does
+    not fit the data fails at once with the shapes. Training shows progress and logs the clean
+    accuracy; the model is recorded in ``store``. Every part of a study that needs a model
+    (degradation sweeps, attacks) gets it here.
+
+    Raises:
+        ModelError: if a user model cannot be loaded or a model does not fit the data.
     """
+    if planned.source is not None:
+        model = planned.source.load(dataset.image_shape, dataset.num_classes, device)
+        store.record_model(planned.id, planned.source.path, planned.source.card())
+        return model
+    assert planned.recipe is not None
+    if cache.lookup(planned.recipe, dataset.train.fingerprint()) is None:
+        _probe_untrained(planned.recipe, dataset, device, planned.id)
     train_task = [-1]
 
     def on_start(recipe: object, first: int, last: int) -> None:

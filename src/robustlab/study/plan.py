@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from robustlab.degrade import create_degradation
+from robustlab.models.external import ExternalSource, factory_code_digest
 from robustlab.seeding import derive_seed
-from robustlab.study.config import StudyConfig
+from robustlab.study.config import ModelConfig, StudyConfig
 from robustlab.train.loop import TrainingRecipe
 
 
@@ -37,11 +38,50 @@ def _digest(payload: Any) -> str:
 
 @dataclass(frozen=True)
 class PlannedModel:
-    """One trained model of the study: ``<name>-e<epochs>``."""
+    """One model of the study: trained (``<name>-e<epochs>``) or pretrained (``<name>``).
+
+    A trained model has a ``recipe``; a pretrained one (TorchScript, or factory + weights) has
+    a ``source`` instead, whose content hashes identify it.
+    """
 
     id: str
     name: str
-    recipe: TrainingRecipe
+    recipe: TrainingRecipe | None
+    source: ExternalSource | None = None
+
+    @property
+    def epochs(self) -> int | None:
+        """Training epochs, or None for a pretrained model."""
+        return self.recipe.epochs if self.recipe is not None else None
+
+    @property
+    def architecture(self) -> str:
+        """The registered architecture, or where a pretrained model comes from."""
+        if self.recipe is not None:
+            if self.recipe.architecture == "external_factory":
+                return str(self.recipe.params.get("reference"))
+            return self.recipe.architecture
+        return self.source.describe() if self.source is not None else ""
+
+    @property
+    def training(self) -> str:
+        """How it was trained, in one line (``pretrained`` for a given model)."""
+        r = self.recipe
+        if r is None:
+            return "pretrained"
+        return f"{r.optimizer} lr={r.learning_rate:g} batch={r.batch_size}"
+
+    @property
+    def length(self) -> str:
+        """``N epochs`` or ``pretrained``, for headings."""
+        return f"{self.epochs} epochs" if self.epochs is not None else "pretrained"
+
+    def key(self) -> dict[str, Any]:
+        """What the model's outputs depend on, for cell keys."""
+        if self.recipe is not None:
+            return self.recipe.model_dump()
+        assert self.source is not None
+        return {"pretrained": self.source.key()}
 
 
 @dataclass(frozen=True)
@@ -111,21 +151,42 @@ def _severity(value: Any) -> float | None:
         return None
 
 
-def make_plan(config: StudyConfig, data_fingerprint: str) -> Plan:
-    """Expand ``config`` into models, settings, defences, groups and cells.
-
-    Args:
-        config: the validated study.
-        data_fingerprint: identifies the exact train and test data the cells are computed on.
-    """
-    models = [
+def _planned_models(m: ModelConfig, dataset: str) -> list[PlannedModel]:
+    """The study models of one entry; reads and hashes the files a user model comes from."""
+    mean = m.normalize.mean if m.normalize is not None else None
+    std = m.normalize.std if m.normalize is not None else None
+    if m.pretrained:
+        source = ExternalSource.locate(
+            torchscript=m.torchscript,
+            factory=m.factory,
+            factory_params=m.factory_params,
+            weights=m.weights,
+            mean=mean,
+            std=std,
+        )
+        return [PlannedModel(id=m.name, name=m.name, recipe=None, source=source)]
+    if m.factory is not None:
+        # A user architecture trained by robustlab: the hash of its code joins the recipe, so
+        # an edited architecture trains a new model instead of reusing a cached one.
+        architecture = "external_factory"
+        params: dict[str, Any] = {
+            "reference": m.factory,
+            "params": m.factory_params,
+            "mean": mean,
+            "std": std,
+            "code_digest": factory_code_digest(m.factory),
+        }
+    else:
+        assert m.architecture is not None
+        architecture, params = m.architecture, m.params
+    return [
         PlannedModel(
-            id=f"{m.name}-e{epochs}",
+            id=model_id,
             name=m.name,
             recipe=TrainingRecipe(
-                architecture=m.architecture,
-                params=m.params,
-                dataset=config.dataset.name,
+                architecture=architecture,
+                params=params,
+                dataset=dataset,
                 epochs=epochs,
                 batch_size=m.batch_size,
                 learning_rate=m.learning_rate,
@@ -133,9 +194,22 @@ def make_plan(config: StudyConfig, data_fingerprint: str) -> Plan:
                 seed=m.seed,
             ),
         )
-        for m in config.models
-        for epochs in m.epochs
+        for model_id, epochs in zip(m.ids(), m.epochs, strict=True)
     ]
+
+
+def make_plan(config: StudyConfig, data_fingerprint: str) -> Plan:
+    """Expand ``config`` into models, settings, defences, groups and cells.
+
+    Args:
+        config: the validated study.
+        data_fingerprint: identifies the exact train and test data the cells are computed on.
+
+    Raises:
+        ModelError: if a pretrained model's file is missing or its factory cannot be imported
+            (their content hashes are part of the cell keys).
+    """
+    models = [p for m in config.models for p in _planned_models(m, config.dataset.name)]
     settings: list[Setting] = []
     if config.include_clean:
         settings.append(Setting("clean", "none", {}, None, None, random=False))
@@ -161,7 +235,7 @@ def make_plan(config: StudyConfig, data_fingerprint: str) -> Plan:
                         key=_digest(
                             {
                                 **scope,
-                                "model": model.recipe.model_dump(),
+                                "model": model.key(),
                                 "defense": [d.name, d.params],
                                 "degradation": [setting.name, setting.params],
                                 "trial": trial,

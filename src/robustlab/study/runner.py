@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -24,8 +25,10 @@ from robustlab.data.datasets import load_dataset
 from robustlab.device import resolve_device
 from robustlab.errors import ConfigError
 from robustlab.seeding import derive_seed
+from robustlab.study.attack_executor import attack_csv_rows, execute_attacks, make_attack_plan
 from robustlab.study.config import StudyConfig, load_config, load_configs
 from robustlab.study.executor import EvalOptions, GroupCallback, execute
+from robustlab.study.minimal_noise_runner import run_minimal_noise
 from robustlab.study.plan import Plan, make_plan
 from robustlab.study.progress import RichProgress, SilentProgress
 from robustlab.study.store import STORE_NAME, ResultsStore
@@ -81,8 +84,16 @@ def resolve_config_path(path_or_name: str | os.PathLike[str] | None) -> Path:
 
 
 def prepare_dataset(config: StudyConfig, data_dir: str | os.PathLike[str] | None) -> Dataset:
-    """Load the study's dataset and apply its train / test limits."""
-    dataset = load_dataset(config.dataset.name, data_dir=str(data_dir) if data_dir else None)
+    """Load the study's dataset with its parameters and apply its train / test limits.
+
+    Streamed splits (:class:`~robustlab.data.streaming.StreamingSplit`) stay streamed: a limit
+    keeps the first files, nothing is decoded here.
+    """
+    dataset = load_dataset(
+        config.dataset.name,
+        data_dir=str(data_dir) if data_dir else None,
+        **config.dataset.params,
+    )
     return replace(
         dataset,
         train=dataset.train.subset(config.dataset.train_limit),
@@ -99,10 +110,15 @@ def _optional(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
-def write_results_csv(plan: Plan, store: ResultsStore, path: Path) -> int:
-    """Write the tidy results table, one row per planned and finished cell, in plan order."""
+def write_results_csv(
+    plan: Plan, store: ResultsStore, path: Path, extra_rows: Iterable[Sequence[object]] = ()
+) -> int:
+    """Write the tidy results table, one row per planned and finished cell, in plan order.
+
+    ``extra_rows`` (already in :data:`CSV_COLUMNS` order, e.g. the attack cells) follow.
+    """
     rows = {r.key: r for r in store.cells([c.key for c in plan.cells])}
-    epochs = {m.id: m.recipe.epochs for m in plan.models}
+    epochs = {m.id: m.epochs for m in plan.models}  # None (an empty column) if pretrained
     tmp = path.with_name(path.name + ".tmp")
     written = 0
     with tmp.open("w", newline="") as f:
@@ -118,6 +134,9 @@ def write_results_csv(plan: Plan, store: ResultsStore, path: Path) -> int:
                 json.dumps(r.params, sort_keys=True), r.trial, r.copies, r.n, r.errors,
                 f"{r.accuracy:.6f}", _optional(r.psnr), _optional(r.ssim),
             ])  # fmt: skip
+            written += 1
+        for extra in extra_rows:
+            writer.writerow(extra)
             written += 1
     os.replace(tmp, path)
     return written
@@ -159,6 +178,8 @@ def run_study(
     dataset = prepare_dataset(config, data_dir)
     fingerprint = data_fingerprint(dataset)
     plan = make_plan(config, fingerprint)
+    attack_plan = make_attack_plan(config, fingerprint, plan.models)
+    model_cache = cache or ModelCache()
 
     store = ResultsStore(target / STORE_NAME)
     try:
@@ -191,7 +212,7 @@ def run_study(
                 dataset,
                 store,
                 device=torch_device,
-                cache=cache or ModelCache(),
+                cache=model_cache,
                 options=EvalOptions(
                     batch_size=config.batch_size,
                     quality=config.quality_metrics,
@@ -201,8 +222,27 @@ def run_study(
                 progress=reporter,
                 after_group=after_group,
             )
+            ran += execute_attacks(
+                attack_plan,
+                dataset,
+                store,
+                device=torch_device,
+                cache=model_cache,
+                batch_size=config.batch_size,
+                progress=reporter,
+            )
+            run_minimal_noise(
+                config,
+                plan.models,
+                dataset,
+                store,
+                data_fingerprint=fingerprint,
+                device=torch_device,
+                cache=model_cache,
+                progress=reporter,
+            )
         results_csv = target / "results.csv"
-        write_results_csv(plan, store, results_csv)
+        write_results_csv(plan, store, results_csv, attack_csv_rows(attack_plan, store))
         (target / "models.json").write_text(json.dumps(store.models(), indent=2))
         (target / "config.yaml").write_text(config_yaml(config))
         report_md, report_html = build_report(target)
@@ -214,7 +254,7 @@ def run_study(
         report_html=report_html,
         results_csv=results_csv,
         cells_run=ran,
-        cells_total=len(plan.cells),
+        cells_total=len(plan.cells) + len(attack_plan.cells),
         seconds=time.perf_counter() - began,
     )
 

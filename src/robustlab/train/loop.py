@@ -3,7 +3,9 @@
 Epoch ``e`` shuffles with a generator seeded from ``(seed, "shuffle", e)`` and draws dropout
 masks from ``(seed, "dropout", e)``. Training for 20 epochs is therefore bit-for-bit the same
 as training for 10, saving model and optimizer state, and continuing for 10 more: the model
-cache exploits this to serve 10-, 20- and 30-epoch models from one 30-epoch run.
+cache exploits this to serve 10-, 20- and 30-epoch models from one 30-epoch run. Batches come
+from ``split.batches(..., order=permutation)``, so a split streamed from disk
+(:class:`~robustlab.data.streaming.StreamingSplit`) trains exactly like one in memory.
 
 Example:
     >>> import torch
@@ -28,7 +30,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
-from robustlab.data.base import Split
+from robustlab.data.base import SplitLike
 from robustlab.models.base import MODELS, check_logits, create_model
 from robustlab.seeding import derive_seed, make_generator
 
@@ -92,7 +94,7 @@ def _device_of(model: nn.Module) -> torch.device:
 def train_epochs(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    split: Split,
+    split: SplitLike,
     recipe: TrainingRecipe,
     *,
     start_epoch: int,
@@ -105,7 +107,7 @@ def train_epochs(
     Args:
         model: the model, on the device to train on.
         optimizer: its optimizer, possibly restored from a checkpoint.
-        split: training images and labels.
+        split: training images and labels (in memory or streamed from disk).
         recipe: batch size and seed.
         start_epoch: index of the first epoch to run (0-based).
         end_epoch: number of epochs completed when this returns.
@@ -113,7 +115,6 @@ def train_epochs(
         on_batch: called with the batch size after each optimisation step (progress bars).
     """
     device = _device_of(model)
-    images, labels = split.images, split.labels
     num_classes = None
     for epoch in range(start_epoch, end_epoch):
         model.train()
@@ -123,27 +124,24 @@ def train_epochs(
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(derive_seed(recipe.seed, "dropout", epoch))
-            for start in range(0, len(order), recipe.batch_size):
-                index = order[start : start + recipe.batch_size]
-                x = images[index].to(device).float().div_(255.0)
-                y = labels[index].to(device)
+            for x, y in split.batches(recipe.batch_size, device, order=order):
                 logits = model(x)
                 if num_classes is None:
                     num_classes = logits.shape[-1]
-                    check_logits(logits, len(index), num_classes)
+                    check_logits(logits, len(y), num_classes)
                 loss = F.cross_entropy(logits, y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
                 if on_batch is not None:
-                    on_batch(len(index))
+                    on_batch(len(y))
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, model, optimizer)
     model.eval()
 
 
 @torch.no_grad()
-def evaluate_accuracy(model: nn.Module, split: Split, batch_size: int = 1000) -> float:
+def evaluate_accuracy(model: nn.Module, split: SplitLike, batch_size: int = 1000) -> float:
     """Top-1 accuracy of ``model`` on ``split`` (eval mode)."""
     model.eval()
     device = _device_of(model)

@@ -1,0 +1,273 @@
+"""The attack contract, its registry and the input-gradient machinery every gradient attack uses.
+
+An attack maps a classifier (an ``nn.Module`` from pixel space ``[0, 1]`` to logits), a batch
+``(N, C, H, W)`` in ``[0, 1]``, its labels and a ``torch.Generator`` to adversarial images of
+the same shape inside the box ``[0, 1]``. Random attacks (a random start) take every draw from
+the given generator, so the same seed gives the same adversarial batch bit for bit on CPU.
+
+While an attack runs, the model is put in eval mode and its parameters stop requiring
+gradients (gradients are taken with respect to the input only, by ``torch.autograd.grad``);
+both are restored afterwards, as are the convolution weights an attack may temporarily store
+in channels-last memory order (:func:`attack_mode`).
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from robustlab.seeding import make_generator
+    >>> attack = create_attack("pgd:eps=0.1,steps=5")
+    >>> net = nn.Sequential(nn.Flatten(), nn.Linear(16, 3))
+    >>> x, y = torch.rand(4, 1, 4, 4), torch.tensor([0, 1, 2, 0])
+    >>> adv = attack(net, x, y, make_generator(0))
+    >>> bool((adv - x).abs().max() <= 0.1 + 1e-6), bool(adv.min() >= 0), bool(adv.max() <= 1)
+    (True, True, True)
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robustlab.errors import InvalidParameterError, ModelError
+from robustlab.models.base import check_logits
+from robustlab.registry import Registry
+from robustlab.spec import parse_spec
+from robustlab.tensors import check_images
+
+Norm = Literal["linf", "l2"]
+NORMS: tuple[Norm, ...] = ("linf", "l2")
+
+
+@dataclass
+class AttackResult:
+    """What one attack run produced.
+
+    Attributes:
+        adversarial: the adversarial batch, same shape as the input, in ``[0, 1]``.
+        zero_gradient: ``(N,)`` bool, samples whose first input gradient was exactly zero (a
+            gradient attack cannot move them; :mod:`robustlab.attack.sanity` flags them).
+    """
+
+    adversarial: torch.Tensor
+    zero_gradient: torch.Tensor
+
+
+class Attack(ABC):
+    """Base class of all attacks.
+
+    Subclasses implement :meth:`perturb`; :meth:`run` validates the input and prepares the model
+    first. :attr:`random` tells whether the result depends on the generator.
+    """
+
+    channels_last: bool = False
+    norm: str = "linf"
+
+    @property
+    def random(self) -> bool:
+        """Whether the result depends on the generator (False unless a subclass says so)."""
+        return False
+
+    @abstractmethod
+    def perturb(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
+    ) -> AttackResult:
+        """Attack the validated batch ``x`` with labels ``y`` (model already in attack mode)."""
+
+    def run(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> AttackResult:
+        """Validate the batch, put ``model`` in attack mode and attack it.
+
+        Args:
+            model: the classifier (or a whole defended pipeline) returning ``(N, classes)``
+                logits; restored to its former mode and parameter flags afterwards.
+            x: images ``(N, C, H, W)`` in ``[0, 1]``.
+            y: integer labels ``(N,)``.
+            generator: the source of every random draw; required when :attr:`random` is true.
+
+        Raises:
+            InvalidParameterError: for a malformed batch, labels out of range or a missing
+                generator.
+            ModelError: for a model that does not return ``(N, classes)`` logits, returns NaN,
+                or whose output does not depend differentiably on its input.
+        """
+        empty = isinstance(x, torch.Tensor) and x.ndim == 4 and len(x) == 0
+        check_images(x.new_zeros((1, *x.shape[1:])) if empty else x, "attack input")
+        y = check_labels(y, x)
+        if self.random and generator is None:
+            raise InvalidParameterError(
+                f"{type(self).__name__} draws random numbers: pass a torch.Generator, e.g. "
+                "robustlab.seeding.make_generator(seed, x.device)"
+            )
+        if len(x) == 0:
+            return AttackResult(x.clone(), torch.zeros(0, dtype=torch.bool, device=x.device))
+        with attack_mode(model, self.channels_last) as channels_last:
+            start = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+            result = self.perturb(model, start.detach(), y, generator)
+        result.adversarial = result.adversarial.contiguous()
+        return result
+
+    def __call__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The adversarial batch of :meth:`run`."""
+        return self.run(model, x, y, generator).adversarial
+
+    def params(self) -> dict[str, Any]:
+        """The parameters this instance was built with."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
+        return f"{type(self).__name__}({inner})"
+
+
+ATTACKS: Registry[Attack] = Registry("attack")
+
+
+def create_attack(spec: str, **params: Any) -> Attack:
+    """Build a registered attack from a spec (``"pgd:eps=0.3,steps=40"``) or a name + params.
+
+    Keyword ``params`` override those of the spec. Unknown names and parameters list the valid
+    ones (:class:`robustlab.errors.UnknownNameError`).
+    """
+    name, parsed = parse_spec(spec)
+    return ATTACKS.create(name, **{**parsed, **params})
+
+
+def check_norm(norm: str) -> Norm:
+    """Validate a threat-model norm name (``linf`` or ``l2``, case-insensitive)."""
+    value = str(norm).lower()
+    if value not in NORMS:
+        raise InvalidParameterError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    return value  # type: ignore[return-value]
+
+
+def check_eps(eps: float) -> float:
+    """Validate a perturbation budget: a finite number ``>= 0``."""
+    if isinstance(eps, bool) or not isinstance(eps, int | float):
+        raise InvalidParameterError(f"eps must be a number >= 0, got {eps!r}")
+    value = float(eps)
+    if not 0.0 <= value < float("inf"):  # also rejects NaN
+        raise InvalidParameterError(f"eps must be a finite number >= 0, got {eps!r}")
+    return value
+
+
+def check_labels(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Validate integer labels ``(N,)`` for the batch ``x``; returns them on ``x``'s device."""
+    if not isinstance(y, torch.Tensor) or y.ndim != 1 or len(y) != len(x):
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise InvalidParameterError(
+            f"labels must be a 1-D tensor with one entry per image ({len(x)}), got {shape}"
+        )
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise InvalidParameterError(f"labels must be integers, got {y.dtype}; use y.long()")
+    return y.to(device=x.device, dtype=torch.int64)
+
+
+def check_output(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Check the model's output for the batch labelled ``y``: shape, NaN and label range."""
+    if not isinstance(logits, torch.Tensor):
+        raise ModelError(
+            f"the model returned {type(logits).__name__}; robustlab needs a logits tensor"
+        )
+    batch = len(y)
+    if logits.ndim != 2 or logits.shape[1] < 1:
+        raise ModelError(
+            f"the model returned a tensor of shape {tuple(logits.shape)} for a batch of {batch} "
+            f"images; robustlab needs logits of shape ({batch}, classes), one row per image "
+            "and one column per class"
+        )
+    classes = logits.shape[1]
+    check_logits(logits, batch, classes)
+    if batch and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise InvalidParameterError(
+            f"labels must lie in [0, {classes - 1}] for a model with {classes} outputs, found "
+            f"values in [{int(y.min())}, {int(y.max())}]"
+        )
+    return logits
+
+
+def loss_gradient(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of the summed cross-entropy with respect to the input only, and the logits.
+
+    The loss is summed, not averaged, so each sample's gradient does not depend on the batch
+    it is in. A model with a ``loss_gradient(x, y)`` method (an EOT estimator,
+    :class:`robustlab.attack.adaptive.EOT`) computes the gradient itself.
+
+    Raises:
+        ModelError: for bad logits, a NaN gradient, or a model whose output does not depend
+            differentiably on its input.
+    """
+    estimator = getattr(model, "loss_gradient", None)
+    if callable(estimator):
+        grad, logits = estimator(x, y)
+        return grad, logits
+    with torch.enable_grad():
+        leaf = x.detach().requires_grad_(True)
+        logits = check_output(model(leaf), y)
+        loss = F.cross_entropy(logits, y, reduction="sum")
+        grad = torch.autograd.grad(loss, leaf, allow_unused=True)[0] if loss.requires_grad else None
+    if grad is None:
+        raise ModelError(
+            "the model's output does not depend differentiably on its input (a "
+            "non-differentiable step such as the jpeg defence, or a detach()); attack it "
+            "through robustlab.attack.adaptive.bpda, which gives it a backward pass"
+        )
+    if torch.isnan(grad).any():
+        raise ModelError("the input gradient holds NaN values; check the model and its input")
+    return grad, logits.detach()
+
+
+@contextmanager
+def attack_mode(model: nn.Module, channels_last: bool = False) -> Iterator[bool]:
+    """Eval mode and frozen parameters for the duration of an attack, restored afterwards.
+
+    With ``channels_last``, 4-D parameters (convolution weights) are stored in channels-last
+    order meanwhile: oneDNN then runs the convolutions and their input gradients in NHWC,
+    which is much faster on CPU (``benchmarks/bench_pgd.py``). The values do not change; the
+    original tensors are put back on exit.
+
+    Yields:
+        Whether the channels-last layout is in use (the model has convolution weights).
+    """
+    training = [(m, m.training) for m in model.modules()]
+    parameters = list(model.parameters())
+    flags = [p.requires_grad for p in parameters]
+    swapped: list[tuple[nn.Parameter, torch.Tensor]] = []
+    try:
+        model.eval()
+        for p in parameters:
+            p.requires_grad_(False)
+        use = channels_last and any(p.ndim == 4 for p in parameters)
+        if use:
+            for p in parameters:
+                if p.ndim == 4:
+                    swapped.append((p, p.data))
+                    # .to() also restrides ambiguous shapes (one input channel), which
+                    # .contiguous() leaves alone; oneDNN then keeps every layer in NHWC.
+                    p.data = p.data.to(memory_format=torch.channels_last)
+        yield use
+    finally:
+        for p, data in swapped:
+            p.data = data
+        for p, flag in zip(parameters, flags, strict=True):
+            p.requires_grad_(flag)
+        for module, flag in training:
+            module.training = flag

@@ -1,0 +1,137 @@
+"""Sanity flags for robustness evaluations: signs that an attack, not a model, has failed.
+
+In the spirit of AutoAttack's checks and Carlini et al.'s evaluation checklist, each function
+looks at one symptom of a broken evaluation and returns a :class:`SanityFlag` when it sees it
+(None otherwise):
+
+- :func:`accuracy_rises`: robust accuracy that *rises* with a stronger attack (a larger
+  ``eps`` or more steps). A larger ball contains the smaller one, so a working attack never
+  does worse; a rise means the optimisation is failing (step size, masked gradients).
+- :func:`large_eps_survivors`: an *undefended* model that keeps accuracy at a budget that can
+  reach an image of any class (L-inf ``eps >= 0.5``: every pixel can be moved to mid-grey and
+  beyond; L2 the same budget's ball, ``0.5 * sqrt(d)``).
+- :func:`zero_gradients`: samples whose input gradient is exactly zero, where a gradient
+  attack cannot move (saturated softmax, a non-differentiable step, gradient masking).
+- :func:`unstable_predictions`: a model or defence that gives different predictions for the
+  same input on repeated calls: randomised, so its gradients need EOT and its accuracy is
+  itself random.
+
+Example:
+    >>> flag = accuracy_rises([0.0, 0.1, 0.3], [0.99, 0.20, 0.45])
+    >>> flag.check
+    'accuracy-rises'
+    >>> flag.message.split(": ")[1]
+    '0.2000 at eps=0.1 -> 0.4500 at eps=0.3'
+    >>> accuracy_rises([0.0, 0.1, 0.3], [0.99, 0.20, 0.01]) is None
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class SanityFlag:
+    """A tripped check: which one and what it saw."""
+
+    check: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.check}] {self.message}"
+
+
+def accuracy_rises(
+    strengths: Sequence[float],
+    accuracies: Sequence[float],
+    *,
+    name: str = "eps",
+    tolerance: float = 0.005,
+) -> SanityFlag | None:
+    """Flag accuracy that rises by more than ``tolerance`` as the attack gets stronger.
+
+    Args:
+        strengths: attack strengths (``eps`` or steps), in any order.
+        accuracies: robust accuracy at each strength, as fractions.
+        name: what the strength is called, for the message.
+        tolerance: rises up to this much (absolute) are noise, not a flag.
+    """
+    points = sorted(zip(strengths, accuracies, strict=True))
+    worst: tuple[float, float, float, float] | None = None
+    lowest = math.inf
+    lowest_at = math.nan
+    for strength, accuracy in points:
+        if accuracy - lowest > tolerance and (
+            worst is None or accuracy - lowest > worst[3] - worst[1]
+        ):
+            worst = (lowest_at, lowest, strength, accuracy)
+        if accuracy < lowest:
+            lowest, lowest_at = accuracy, strength
+    if worst is None:
+        return None
+    return SanityFlag(
+        "accuracy-rises",
+        f"accuracy rises with the attack strength: {worst[1]:.4f} at {name}={worst[0]:g} -> "
+        f"{worst[3]:.4f} at {name}={worst[2]:g}",
+    )
+
+
+def large_eps(norm: str, dims: int) -> float:
+    """The budget from which an undefended classifier must be fooled on every image.
+
+    L-inf: 0.5 (every pixel can reach mid-grey). L2: ``0.5 * sqrt(dims)``, a ball that holds
+    the L-inf one.
+    """
+    return 0.5 if norm == "linf" else 0.5 * math.sqrt(dims)
+
+
+def large_eps_survivors(
+    norm: str, eps: float, dims: int, correct: int, total: int
+) -> SanityFlag | None:
+    """Flag an undefended model with ``correct`` of ``total`` right at a very large budget."""
+    if eps < large_eps(norm, dims) or correct == 0:
+        return None
+    return SanityFlag(
+        "large-eps",
+        f"the undefended model keeps {correct} of {total} images right at {norm} eps={eps:g}, "
+        "a budget that reaches an image of any class: the attack is too weak here (too few or "
+        "too small steps, or masked gradients)",
+    )
+
+
+def zero_gradients(count: int, total: int) -> SanityFlag | None:
+    """Flag ``count`` samples (of ``total``) whose input gradient was exactly zero."""
+    if count == 0:
+        return None
+    return SanityFlag(
+        "zero-gradient",
+        f"{count} of {total} samples have an exactly zero input gradient; a gradient attack "
+        "cannot move them (saturated softmax, a non-differentiable step or gradient masking)",
+    )
+
+
+@torch.no_grad()
+def count_unstable(model: nn.Module, x: torch.Tensor, calls: int = 2) -> int:
+    """How many images of ``x`` get different predictions over ``calls`` calls of ``model``."""
+    first = model(x).argmax(dim=1)
+    unstable = torch.zeros_like(first, dtype=torch.bool)
+    for _ in range(calls - 1):
+        unstable |= model(x).argmax(dim=1) != first
+    return int(unstable.sum())
+
+
+def unstable_predictions(count: int, total: int) -> SanityFlag | None:
+    """Flag ``count`` images (of ``total``) predicted differently on repeated calls."""
+    if count == 0:
+        return None
+    return SanityFlag(
+        "randomness",
+        f"{count} of {total} images get different predictions on repeated calls of the same "
+        "input: the model or defence is randomised; attack it with EOT and report the spread",
+    )

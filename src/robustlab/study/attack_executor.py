@@ -1,0 +1,510 @@
+"""The attack part of a study: every model x defence x attack setting, oblivious and adaptive.
+
+A study's ``attacks:`` entries expand into *attack settings* (one attack at one parameter
+combination of its grid). For each model and setting, the executor streams the test set once:
+
+- **oblivious** (huang2021's protocol): the adversarial batch is made against the bare
+  classifier once and sent through every defence;
+- **adaptive**: for every defence the attack differentiates the whole pipeline
+  ``classifier(defence(x))`` (exact gradients, BPDA for non-differentiable defences, EOT for
+  random ones: :func:`robustlab.attack.adaptive.attack_surface`) and the result goes through
+  the real defence. Without a defence both protocols are the same attack, run once.
+
+Every cell (model x defence x setting x protocol) is a row of the results store's ``cells``
+table: the attack's label is its ``degradation``, the swept parameter (``eps`` or ``steps``) its
+severity, and the defence label carries the protocol (``median (adaptive)``). Per-sample
+predictions, labels, perturbation norms and the sanity counters (zero input gradients,
+predictions that change between calls) go to the ``records`` table, from which the report
+computes the per-sample worst case over all attacks at one budget. Cells are committed one
+group at a time; a rerun skips finished cells.
+
+Seeds: the generator of every attack run in a group is seeded from ``(study seed, attack,
+parameters)`` alone, so oblivious and adaptive runs, and every model and defence, start from
+the same random points, and a cell gives the same numbers whatever else runs with it.
+
+Example:
+    >>> from robustlab.study.config import StudyConfig
+    >>> from robustlab.study.plan import make_plan
+    >>> cfg = StudyConfig.model_validate({
+    ...     "name": "demo", "dataset": {"name": "mnist-sample"},
+    ...     "models": [{"name": "cnn", "architecture": "lin2022_cnn", "epochs": [1]}],
+    ...     "defenses": ["none", "median"],
+    ...     "attacks": [{"name": "pgd", "grid": {"eps": [0.1, 0.3]}}]})
+    >>> plan = make_attack_plan(cfg, "abc", make_plan(cfg, "abc").models)
+    >>> len(plan.groups), len(plan.cells)  # 2 eps x 2 defences x 2 protocols
+    (2, 8)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from robustlab.attack import create_attack
+from robustlab.attack.adaptive import attack_surface
+from robustlab.attack.base import Attack
+from robustlab.data.base import Dataset
+from robustlab.defend import create_defense
+from robustlab.metrics import psnr
+from robustlab.seeding import derive_seed, make_generator
+from robustlab.study.config import StudyConfig
+from robustlab.study.executor import provide_model
+from robustlab.study.plan import DefenseSetting, PlannedModel
+from robustlab.study.progress import SilentProgress
+from robustlab.study.store import CellRow, ResultsStore
+from robustlab.train.cache import ModelCache
+
+PROTOCOLS = ("oblivious", "adaptive")
+# Bump when a change to the attack code changes what a finished cell would hold.
+ATTACK_CODE_VERSION = 1
+
+
+def _digest(payload: Any) -> str:
+    blob = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def defense_label(defense: str, protocol: str) -> str:
+    """The ``defense`` column of an attack cell: ``median (adaptive)``."""
+    return f"{defense} ({protocol})"
+
+
+def split_defense_label(label: str) -> tuple[str, str]:
+    """The inverse of :func:`defense_label`: ``(defence label, protocol)``."""
+    for protocol in PROTOCOLS:
+        suffix = f" ({protocol})"
+        if label.endswith(suffix):
+            return label[: -len(suffix)], protocol
+    return label, ""
+
+
+@dataclass(frozen=True)
+class AttackSetting:
+    """One attack at one parameter combination of its grid."""
+
+    label: str
+    name: str
+    params: dict[str, Any]
+    severity_name: str | None
+    severity: float | None
+    norm: str
+    eps: float | None
+    seed: int
+    gradient: str
+    eot_samples: int
+
+    @property
+    def key(self) -> str:
+        """Identity of the setting, independent of its label."""
+        return _digest({"attack": self.name, "params": self.params})
+
+    def build(self) -> Attack:
+        """A fresh attack object for this setting."""
+        return create_attack(self.name, **self.params)
+
+
+@dataclass(frozen=True)
+class AttackCell:
+    """One row of results: model x defence x attack setting x protocol."""
+
+    key: str
+    model: PlannedModel
+    defense: DefenseSetting
+    setting: AttackSetting
+    protocol: str
+
+    @property
+    def defense_label(self) -> str:
+        """The stored defence label, protocol included."""
+        return defense_label(self.defense.label, self.protocol)
+
+
+@dataclass(frozen=True)
+class AttackGroup:
+    """The cells of one model and attack setting: one pass over the test set."""
+
+    model: PlannedModel
+    setting: AttackSetting
+    cells: tuple[AttackCell, ...]
+
+
+@dataclass
+class AttackPlan:
+    """The expanded ``attacks:`` part of a study."""
+
+    settings: list[AttackSetting]
+    defenses: list[DefenseSetting]
+    groups: list[AttackGroup] = field(default_factory=list)
+    cells: list[AttackCell] = field(default_factory=list)
+
+
+def _severity(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def make_attack_plan(
+    config: StudyConfig, data_fingerprint: str, models: Iterable[PlannedModel]
+) -> AttackPlan:
+    """Expand the study's attacks over its models and defences.
+
+    Args:
+        config: the validated study.
+        data_fingerprint: identifies the exact data (as for :func:`robustlab.study.plan.make_plan`).
+        models: the study's planned models (``make_plan(...).models``).
+    """
+    settings: list[AttackSetting] = []
+    protocols: dict[str, list[str]] = {}
+    for entry in config.attacks:
+        swept = entry.swept
+        protocols[entry.label] = list(entry.protocols)
+        for params in entry.settings():
+            attack = create_attack(entry.name, **params)
+            eps = getattr(attack, "eps", None)
+            settings.append(
+                AttackSetting(
+                    label=entry.label,
+                    name=entry.name,
+                    params=params,
+                    severity_name=swept,
+                    severity=_severity(params.get(swept)) if swept else None,
+                    norm=attack.norm,
+                    eps=None if eps is None else float(eps),
+                    seed=derive_seed(config.seed, "attack", entry.name, params),
+                    gradient=entry.gradient,
+                    eot_samples=entry.eot_samples,
+                )
+            )
+    defenses = [DefenseSetting(d.label, d.name, dict(d.params)) for d in config.defenses]
+    scope = {
+        "dataset": config.dataset.model_dump(),
+        "data": data_fingerprint,
+        "attack_code": ATTACK_CODE_VERSION,
+    }
+    plan = AttackPlan(settings, defenses)
+    for model in models:
+        for setting in settings:
+            cells = []
+            for defense in defenses:
+                for protocol in protocols[setting.label]:
+                    adaptive = (
+                        {"gradient": setting.gradient, "eot": setting.eot_samples}
+                        if protocol == "adaptive"
+                        else {}
+                    )
+                    key = _digest(
+                        {
+                            **scope,
+                            "model": model.key(),
+                            "defense": [defense.name, defense.params],
+                            "attack": [setting.name, setting.params],
+                            "protocol": protocol,
+                            "adaptive": adaptive,
+                            "seed": setting.seed,
+                        }
+                    )
+                    cells.append(AttackCell(key, model, defense, setting, protocol))
+            plan.groups.append(AttackGroup(model, setting, tuple(cells)))
+            plan.cells.extend(cells)
+    return plan
+
+
+@dataclass
+class _Tally:
+    """Per-cell accumulators over the test batches."""
+
+    predicted: list[torch.Tensor] = field(default_factory=list)
+    labels: list[torch.Tensor] = field(default_factory=list)
+    distance: list[torch.Tensor] = field(default_factory=list)
+    zero_gradient: list[torch.Tensor] = field(default_factory=list)
+    unstable: list[torch.Tensor] = field(default_factory=list)
+    psnr_sum: float = 0.0
+    psnr_count: int = 0
+
+
+def _distance(adversarial: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
+    delta = (adversarial - x).flatten(1)
+    return delta.abs().amax(dim=1) if norm == "linf" else delta.norm(dim=1)
+
+
+def _unstable_mask(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        first: torch.Tensor = model(x).argmax(dim=1)
+        second: torch.Tensor = model(x).argmax(dim=1)
+    return second != first
+
+
+def _predict(model: nn.Module, defense: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        predicted: torch.Tensor = model(defense(x)).argmax(dim=1)
+    return predicted
+
+
+def attack_group(
+    model: nn.Module,
+    group: AttackGroup,
+    dataset: Dataset,
+    cells: list[AttackCell],
+    *,
+    batch_size: int,
+    device: torch.device,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, tuple[CellRow, dict[str, np.ndarray]]]:
+    """Run the attack of ``group`` for the given cells; returns ``key -> (row, records)``.
+
+    Args:
+        model: the classifier in eval mode on ``device``.
+        group: the model and attack setting.
+        dataset: the study's dataset (its test split is attacked).
+        cells: the cells of ``group`` to compute (the unfinished ones).
+        batch_size: images per attack batch.
+        device: where to compute.
+        on_batch: called with the number of images after each attack run on a batch.
+    """
+    began = time.perf_counter()
+    setting = group.setting
+    attack = setting.build()
+    num_classes = dataset.num_classes
+    defenses = {
+        c.defense.label: create_defense(c.defense.name, **c.defense.params).to(device).eval()
+        for c in cells
+    }
+    oblivious_needed = any(c.protocol == "oblivious" or c.defense.name == "none" for c in cells)
+    adaptive = {c.defense.label for c in cells if c.protocol == "adaptive"}
+    surfaces = {
+        label: attack_surface(
+            model,
+            defenses[label],
+            gradient=setting.gradient,  # type: ignore[arg-type]
+            eot_samples=setting.eot_samples,
+        )
+        for label in adaptive
+    }
+    tallies = {c.key: _Tally() for c in cells}
+    generators = {
+        run: make_generator(setting.seed, device) for run in ["oblivious", *sorted(adaptive)]
+    }
+    unstable_by_defense: dict[str, torch.Tensor] = {}
+    for x, y in dataset.test.batches(batch_size, device):
+        runs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        if oblivious_needed:
+            result = attack.run(model, x, y, generators["oblivious"])
+            runs["oblivious"] = (result.adversarial, result.zero_gradient)
+            if on_batch is not None:
+                on_batch(len(x))
+        for label in sorted(adaptive):
+            if surfaces[label].model is model and "oblivious" in runs:
+                runs[label] = runs["oblivious"]  # no defence: the same attack
+                continue
+            result = attack.run(surfaces[label].model, x, y, generators[label])
+            runs[label] = (result.adversarial, result.zero_gradient)
+            if on_batch is not None:
+                on_batch(len(x))
+        for label, defense in defenses.items():
+            unstable_by_defense[label] = _unstable_mask(nn.Sequential(defense, model), x)
+        for cell in cells:
+            run = "oblivious" if cell.protocol == "oblivious" else cell.defense.label
+            adversarial, zero_gradient = runs[run]
+            tally = tallies[cell.key]
+            tally.predicted.append(_predict(model, defenses[cell.defense.label], adversarial))
+            tally.labels.append(y)
+            tally.distance.append(_distance(adversarial, x, setting.norm))
+            tally.zero_gradient.append(zero_gradient)
+            tally.unstable.append(unstable_by_defense[cell.defense.label])
+            quality = psnr(adversarial, x)
+            finite = torch.isfinite(quality)
+            tally.psnr_sum += float(quality[finite].sum())
+            tally.psnr_count += int(finite.sum())
+    seconds = time.perf_counter() - began
+    out: dict[str, tuple[CellRow, dict[str, np.ndarray]]] = {}
+    for cell in cells:
+        tally = tallies[cell.key]
+        predicted = torch.cat(tally.predicted).cpu()
+        labels = torch.cat(tally.labels).cpu()
+        confusion = torch.bincount(
+            labels * num_classes + predicted, minlength=num_classes * num_classes
+        ).view(num_classes, num_classes)
+        n = len(labels)
+        correct = int((predicted == labels).sum())
+        row = CellRow(
+            key=cell.key,
+            model=cell.model.id,
+            defense=cell.defense_label,
+            degradation=setting.label,
+            degradation_name=setting.name,
+            params=setting.params,
+            severity_name=setting.severity_name,
+            severity=setting.severity,
+            trial=0,
+            n=n,
+            errors=n - correct,
+            accuracy=correct / n if n else 0.0,
+            confusion=confusion.tolist(),
+            seconds=seconds / len(cells),
+            copies=1,
+            psnr=tally.psnr_sum / tally.psnr_count if tally.psnr_count else None,
+            ssim=None,
+            identical=n - tally.psnr_count,
+        )
+        records = {
+            "predicted": predicted.to(torch.int16).numpy(),
+            "label": labels.to(torch.int16).numpy(),
+            "distance": torch.cat(tally.distance).float().cpu().numpy(),
+            "zero_gradient": torch.cat(tally.zero_gradient).cpu().numpy(),
+            "unstable": torch.cat(tally.unstable).cpu().numpy(),
+        }
+        out[cell.key] = (row, records)
+    return out
+
+
+def _runs_per_image(group: AttackGroup, todo: list[AttackCell]) -> int:
+    oblivious = any(c.protocol == "oblivious" or c.defense.name == "none" for c in todo)
+    adaptive = {
+        c.defense.label for c in todo if c.protocol == "adaptive" and c.defense.name != "none"
+    }
+    return int(oblivious) + len(adaptive)
+
+
+def execute_attacks(
+    plan: AttackPlan,
+    dataset: Dataset,
+    store: ResultsStore,
+    *,
+    device: torch.device,
+    cache: ModelCache,
+    batch_size: int,
+    progress: SilentProgress | None = None,
+    after_group: Callable[[AttackGroup], None] | None = None,
+) -> int:
+    """Run every attack group with unfinished cells; returns how many cells ran.
+
+    Args:
+        plan: the expanded attacks (:func:`make_attack_plan`).
+        dataset: train split for training, test split for attacking.
+        store: the results store; finished cells are skipped, new ones written per group.
+        device: where to train and attack.
+        cache: the trained-model cache.
+        batch_size: attack batch size.
+        progress: progress reporter.
+        after_group: called after each stored group (tests use it to interrupt a run).
+    """
+    progress = progress or SilentProgress()
+    finished = store.finished_keys()
+    pending = [g for g in plan.groups if any(c.key not in finished for c in g.cells)]
+    if not pending:
+        return 0
+    images = len(dataset.test)
+    total = sum(
+        images * _runs_per_image(g, [c for c in g.cells if c.key not in finished]) for g in pending
+    )
+    task = progress.start("attacking", total)
+    ran = 0
+    models = {g.model.id: g.model for g in pending}
+    for model_id, planned in models.items():
+        model = provide_model(
+            planned, dataset, store, device=device, cache=cache, progress=progress
+        )
+        for group in (g for g in pending if g.model.id == model_id):
+            # Two attack entries may share a setting (same parameters): compute it once.
+            todo = list({c.key: c for c in group.cells if c.key not in finished}.values())
+            if not todo:
+                continue
+            results = attack_group(
+                model, group, dataset, todo, batch_size=batch_size, device=device,
+                on_batch=lambda n: progress.advance(task, n),
+            )  # fmt: skip
+            store.add_cells(
+                [row for row, _ in results.values()],
+                {key: records for key, (_, records) in results.items()},
+            )
+            finished.update(results)
+            ran += len(results)
+            if after_group is not None:
+                after_group(group)
+    progress.finish(task)
+    return ran
+
+
+def worst_case(
+    plan: AttackPlan, store: ResultsStore
+) -> dict[tuple[str, str, str, float], tuple[int, int, list[str]]]:
+    """Per-sample worst case over every attack and protocol run at one budget.
+
+    A sample counts as robust for a (model, defence, norm, eps) only if it is classified
+    correctly after *every* attack setting and protocol of the study with that norm and eps.
+
+    Returns:
+        ``(model id, defence label, norm, eps) -> (robust samples, samples, cell labels)``
+        for the budgets whose cells are all finished.
+    """
+    members: dict[tuple[str, str, str, float], list[AttackCell]] = {}
+    for cell in plan.cells:
+        if cell.setting.eps is None:
+            continue
+        key = (cell.model.id, cell.defense.label, cell.setting.norm, cell.setting.eps)
+        members.setdefault(key, []).append(cell)
+    finished = store.finished_keys()
+    out: dict[tuple[str, str, str, float], tuple[int, int, list[str]]] = {}
+    for key, cells in members.items():
+        if any(c.key not in finished for c in cells):
+            continue
+        robust: np.ndarray | None = None
+        for cell in cells:
+            records = store.records(cell.key)
+            if records is None:
+                break
+            correct = records["predicted"] == records["label"]
+            robust = correct if robust is None else robust & correct
+        else:
+            assert robust is not None
+            names = [f"{c.setting.label} {c.setting.severity_name}={c.setting.severity:g} "
+                     f"({c.protocol})" if c.setting.severity is not None else
+                     f"{c.setting.label} ({c.protocol})" for c in cells]  # fmt: skip
+            out[key] = (int(robust.sum()), len(robust), names)
+    return out
+
+
+def attack_csv_rows(plan: AttackPlan, store: ResultsStore) -> list[list[str]]:
+    """Rows for ``results.csv`` in the runner's columns.
+
+    Every finished attack cell, then the per-sample worst case per model, defence and budget
+    (degradation ``worst-case``).
+    """
+    rows = {r.key: r for r in store.cells([c.key for c in plan.cells])}
+    out: list[list[str]] = []
+    for cell in plan.cells:
+        r = rows.get(cell.key)
+        if r is None:
+            continue
+        # Labels come from the plan: a cell shared by two attack entries is stored once.
+        s = cell.setting
+        out.append([
+            r.model, _epochs(cell.model), cell.defense_label, s.label, s.name,
+            s.severity_name or "", "" if s.severity is None else repr(s.severity),
+            json.dumps({**s.params, "protocol": cell.protocol}, sort_keys=True), str(r.trial),
+            str(r.copies), str(r.n), str(r.errors), f"{r.accuracy:.6f}",
+            "" if r.psnr is None else f"{r.psnr:.4f}", "",
+        ])  # fmt: skip
+    models = {c.model.id: c.model for c in plan.cells}
+    for (model, defense, norm, eps), (robust, n, _) in worst_case(plan, store).items():
+        out.append([
+            model, _epochs(models[model]), defense, "worst-case", "worst-case", "eps",
+            repr(eps), json.dumps({"norm": norm, "eps": eps}, sort_keys=True), "0", "1",
+            str(n), str(n - robust), f"{robust / n:.6f}" if n else "", "", "",
+        ])  # fmt: skip
+    return out
+
+
+def _epochs(model: PlannedModel) -> str:
+    epochs = model.epochs
+    return "" if epochs is None else str(epochs)

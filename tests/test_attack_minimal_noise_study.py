@@ -1,0 +1,108 @@
+"""The minimal-noise search on a trained MNIST model and inside a study (slow: trains models)."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import pytest
+
+from robustlab.attack.minimal_noise import GeneticParams, SzegedyParams, minimal_noise_search
+from robustlab.data.datasets import load_dataset
+from robustlab.seeding import make_generator
+from robustlab.study.config import parse_config
+from robustlab.study.minimal_noise_runner import META_KEY
+from robustlab.study.runner import run_study
+from robustlab.study.store import STORE_NAME, ResultsStore
+from robustlab.train.cache import ModelCache
+from robustlab.train.loop import TrainingRecipe
+
+pytestmark = pytest.mark.slow
+
+
+def test_quickstart_model_is_fooled_on_95_percent_of_100_images(model_cache: Path) -> None:
+    """Acceptance: the quickstart CNN (lin2022_cnn, mnist-sample, Adam 1e-3, 15 epochs)."""
+    dataset = load_dataset("mnist-sample")
+    recipe = TrainingRecipe(
+        architecture="lin2022_cnn",
+        dataset="mnist-sample",
+        epochs=15,
+        batch_size=100,
+        learning_rate=1e-3,
+    )
+    model = ModelCache(model_cache).get_or_train(recipe, dataset).model.eval()
+    images, labels = next(dataset.test.subset(100).batches(100))
+    began = time.perf_counter()
+    ga = minimal_noise_search(
+        model,
+        images,
+        labels,
+        method="ga",
+        generator=make_generator(0),
+        ga=GeneticParams(population=20, generations=40),
+    )
+    ga_seconds = time.perf_counter() - began
+    szegedy = minimal_noise_search(
+        model, images, labels, method="szegedy", szegedy=SzegedyParams(steps=50, rounds=5)
+    )
+    for result in (ga, szegedy):
+        summary = result.summary()
+        print(result.method, {k: round(v, 4) for k, v in summary.items()})
+        assert result.success.mean() >= 0.95
+        assert summary["success_rate"] >= 0.95  # of the images classified correctly
+    print(f"ga wall time {ga_seconds:.1f} s")
+    # The paper's argument: its objective stops at the boundary, Szegedy's overshoots it.
+    assert ga.summary()["mean_margin"] < 0.05 < szegedy.summary()["mean_margin"]
+    assert (ga.forward_passes == 20 + ga.iterations * 19).all()
+
+
+def _study(tmp_path: Path, generations: int) -> dict[str, object]:
+    return {
+        "name": "min-noise-demo",
+        "dataset": {"name": "mnist-sample", "train_limit": 300, "test_limit": 40},
+        "models": [
+            {"name": "cnn", "architecture": "lin2022_cnn", "epochs": [1], "learning_rate": 1e-3}
+        ],
+        "minimal_noise": {
+            "images": 6,
+            "ga": {"population": 8, "generations": generations},
+            "szegedy": {"steps": 4, "rounds": 2},
+            "examples": 2,
+        },
+        "output": str(tmp_path / "run"),
+    }
+
+
+def test_study_section_runs_stores_resumes_and_reports(tmp_path: Path) -> None:
+    config = parse_config(_study(tmp_path, generations=3))
+    result = run_study(config, device="cpu", cache=ModelCache(tmp_path / "cache"))
+    run = result.run_dir
+    files = {p.name: p.stat().st_mtime_ns for p in (run / "minimal_noise").iterdir()}
+    assert set(files) == {"cnn-e1--ga.npz", "cnn-e1--szegedy.npz"}
+    with (run / "minimal_noise.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and {r["method"] for r in rows} == {"ga", "szegedy"}
+    assert all(0 <= int(r["label"]) <= 9 for r in rows)
+    assert {r["forward_passes"] for r in rows if r["method"] == "szegedy"} == {"8"}
+    report = result.report_md.read_text()
+    assert "## Minimal noise" in report and "Szegedy" in report
+    assert (run / "report_files" / "minimal-noise-psnr-cnn-e1.png").is_file()
+    store = ResultsStore(run / STORE_NAME)
+    try:
+        entries = store.get_meta(META_KEY)
+    finally:
+        store.close()
+    assert set(entries) == {"cnn-e1/ga", "cnn-e1/szegedy"}
+
+    # A rerun computes nothing; a changed GA setting reruns the GA job alone.
+    run_study(config, device="cpu", cache=ModelCache(tmp_path / "cache"))
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "minimal_noise").iterdir()} == files
+    changed = parse_config(_study(tmp_path, generations=4))
+    run_study(changed, device="cpu", cache=ModelCache(tmp_path / "cache"))
+    after = {p.name: p.stat().st_mtime_ns for p in (run / "minimal_noise").iterdir()}
+    assert after["cnn-e1--szegedy.npz"] == files["cnn-e1--szegedy.npz"]
+    assert after["cnn-e1--ga.npz"] != files["cnn-e1--ga.npz"]
+    with (run / "minimal_noise.csv").open() as f:
+        ga_rows = [r for r in csv.DictReader(f) if r["method"] == "ga"]
+    assert {int(r["iterations"]) for r in ga_rows} == {4}  # patience 50 never stops it early
