@@ -204,7 +204,16 @@ def test_bad_models_are_clear_errors(model: nn.Module, message: str) -> None:
 
 def test_empty_batch() -> None:
     x, y = _batch(0)
-    assert PGD()(_linear(), x, y, make_generator(0)).shape == x.shape
+    result = PGD().run(_linear(), x, y, make_generator(0))
+    assert result.adversarial.shape == x.shape
+    assert result.zero_gradient.shape == result.vanishing_gradient.shape == (0,)
+
+
+def test_eps_zero_takes_no_gradient_and_flags_nothing() -> None:
+    model, (x, y) = _linear(), _batch()
+    result = PGD(eps=0.0).run(model, x, y)
+    assert not result.zero_gradient.any() and not result.vanishing_gradient.any()
+    assert result.vanishing_gradient.shape == (len(x),)
 
 
 def test_named_grids() -> None:

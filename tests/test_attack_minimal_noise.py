@@ -263,7 +263,8 @@ def test_szegedy_reaches_the_analytic_distance_to_the_boundary() -> None:
     norm = torch.from_numpy(found.norm).float()
     assert (norm >= distance * (1 - 1e-4)).all()  # nothing beats the analytic minimum
     assert (norm <= distance * 1.1).all(), (norm, distance)
-    assert (found.forward_passes == 300).all() and (found.backward_passes == 300).all()
+    # 1 clean pass + 6 rounds x (50 Adam steps + 1 check); one backward pass per Adam step
+    assert (found.forward_passes == 307).all() and (found.backward_passes == 300).all()
 
 
 def test_genetic_search_flips_the_linear_model_near_the_boundary() -> None:
@@ -337,7 +338,43 @@ def test_result_summary_and_round_trip() -> None:
     same = MinimalNoiseResult.from_arrays("szegedy", found.arrays(), found.params)
     assert same.summary() == pytest.approx(found.summary(), nan_ok=True)
     summary = found.summary()
-    assert summary["images"] == 5 and summary["forward_passes_per_image"] == 10
+    assert summary["images"] == 5 and summary["forward_passes_per_image"] == 1 + 2 * (5 + 1)
+    assert summary["backward_passes_per_image"] == 10
+
+
+class _Counting(nn.Module):
+    """Counts the forward calls (and the images they carried) of the wrapped model."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.batches: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(len(x))
+        out: torch.Tensor = self.inner(x)
+        return out
+
+
+@pytest.mark.parametrize("method", ["ga", "szegedy"])
+def test_forward_passes_count_every_model_call_of_the_search(method: str) -> None:
+    model = _Counting(_tiny_cnn())
+    images = torch.rand(4, 1, 8, 8, generator=_gen(4))
+    found = minimal_noise_search(
+        model,
+        images,
+        torch.tensor([0, 1, 2, 0]),
+        method=method,  # type: ignore[arg-type]
+        generator=_gen(),
+        ga=GeneticParams(population=6, generations=3),
+        szegedy=SzegedyParams(steps=3, rounds=2),
+    )
+    # Outside the search: one single-image probe, then the clean and noisy measurements.
+    assert model.batches[0] == 1 and model.batches[-2:] == [4, 4]
+    images_seen = sum(model.batches[1:-2])
+    assert int(found.forward_passes.sum()) == images_seen
+    if method == "szegedy":
+        assert (found.forward_passes == 1 + 2 * (3 + 1)).all()
 
 
 def test_model_left_in_its_training_mode() -> None:
@@ -398,9 +435,47 @@ def test_bad_search_input() -> None:
         minimal_noise_search(model, images, labels, method="lbfgs")  # type: ignore[arg-type]
 
 
+def test_empty_batch_and_non_tensor_labels_are_clear_errors() -> None:
+    model = _tiny_cnn()
+    images = torch.rand(3, 1, 8, 8)
+    with pytest.raises(InvalidParameterError, match=r"at least one image.*empty batch"):
+        minimal_noise_search(model, images[:0], torch.zeros(0, dtype=torch.long), method="szegedy")
+    for labels in ([0, 1, 2], np.array([0, 1, 2]), None):
+        with pytest.raises(InvalidParameterError, match=r"integer tensor.*torch\.as_tensor"):
+            minimal_noise_search(model, images, labels, method="szegedy")  # type: ignore[arg-type]
+    with pytest.raises(InvalidParameterError, match="labels must be an integer"):
+        minimal_noise_search(model, images, torch.ones(3, dtype=torch.bool), method="szegedy")
+    with pytest.raises(InvalidParameterError, match=r"shape \(3,\)"):
+        minimal_noise_search(model, images, torch.zeros(3, 1, dtype=torch.long), generator=_gen())
+
+
 class _Squeezed(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1).sum(dim=1)  # (N,) instead of (N, K)
+
+
+class _TupleOutput(nn.Module):
+    """Returns ``(logits, features)``, as many published models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = _tiny_cnn()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net(x), x.flatten(1)
+
+
+@pytest.mark.parametrize("method", ["ga", "szegedy"])
+def test_a_model_returning_a_tuple_is_a_model_error(method: str) -> None:
+    images, labels = torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 2])
+    with pytest.raises(ModelError, match=r"returned a tuple, not a tensor.*only the logits"):
+        minimal_noise_search(
+            _TupleOutput(),
+            images,
+            labels,
+            method=method,  # type: ignore[arg-type]
+            generator=_gen(),
+        )
 
 
 def test_wrong_model_output_shape() -> None:

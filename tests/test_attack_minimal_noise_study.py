@@ -84,7 +84,7 @@ def test_study_section_runs_stores_resumes_and_reports(tmp_path: Path) -> None:
         rows = list(csv.DictReader(f))
     assert len(rows) == 12 and {r["method"] for r in rows} == {"ga", "szegedy"}
     assert all(0 <= int(r["label"]) <= 9 for r in rows)
-    assert {r["forward_passes"] for r in rows if r["method"] == "szegedy"} == {"8"}
+    assert {r["forward_passes"] for r in rows if r["method"] == "szegedy"} == {"11"}
     report = result.report_md.read_text()
     assert "## Minimal noise" in report and "Szegedy" in report
     assert (run / "report_files" / "minimal-noise-psnr-cnn-e1.png").is_file()

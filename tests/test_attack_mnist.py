@@ -32,11 +32,18 @@ def mnist_model(mnist_dir: Path, model_cache: Path) -> tuple[nn.Module, torch.Te
     return served.model.eval(), x, y
 
 
-def _plain_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float) -> torch.Tensor:
-    """Textbook L-inf PGD, written independently of robustlab: 40 steps of 2.5 * eps / 40."""
+def _plain_pgd(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int
+) -> torch.Tensor:
+    """Textbook L-inf PGD, written independently of robustlab: 40 steps of 2.5 * eps / 40.
+
+    The random start is drawn the way robustlab documents it (``uniform_(-eps, eps)`` over the
+    batch in logical order from a CPU generator seeded with ``seed``), so that both
+    implementations start from the same point and can be compared image by image.
+    """
     alpha = 2.5 * eps / 40
-    g = torch.Generator().manual_seed(123)
-    adv = (x + (torch.rand(x.shape, generator=g) * 2 - 1) * eps).clamp(0, 1)
+    g = torch.Generator().manual_seed(seed)
+    adv = (x + torch.empty(x.shape).uniform_(-eps, eps, generator=g)).clamp(0, 1)
     for _ in range(40):
         adv.requires_grad_(True)
         (grad,) = torch.autograd.grad(F.cross_entropy(model(adv), y), adv)
@@ -50,30 +57,45 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return float((model(x).argmax(dim=1) == y).float().mean())
 
 
-def test_pgd_breaks_the_mnist_model_and_agrees_with_plain_pgd(
+def test_pgd_breaks_the_mnist_model(
     mnist_model: tuple[nn.Module, torch.Tensor, torch.Tensor],
 ) -> None:
     model, x, y = mnist_model
     assert _accuracy(model, x, y) > 0.95
-    ours = _accuracy(model, PGD(eps=0.3, steps=40)(model, x, y, make_generator(0)), y)
-    assert ours <= 0.01
-    theirs = _accuracy(model, _plain_pgd(model, x, y, 0.3), y)
-    assert abs(ours - theirs) <= 0.005
-    # where the attack does not saturate, both still agree
-    ours = _accuracy(model, PGD(eps=0.1, steps=40)(model, x, y, make_generator(0)), y)
-    theirs = _accuracy(model, _plain_pgd(model, x, y, 0.1), y)
-    assert 0.1 < ours < 0.9 and abs(ours - theirs) <= 0.03
+    assert _accuracy(model, PGD(eps=0.3, steps=40)(model, x, y, make_generator(0)), y) <= 0.01
 
 
-def test_median_filter_loses_its_oblivious_credit_and_the_report_says_so(
+def test_pgd_agrees_with_plain_pgd_where_accuracy_is_far_from_0_and_100(
+    mnist_model: tuple[nn.Module, torch.Tensor, torch.Tensor],
+) -> None:
+    # At eps 0.1 the model keeps about half the images (0.2-0.8 required), so agreement says
+    # something; at eps 0.3 both attacks reach ~0% and would agree whatever they did.
+    model, x, y = mnist_model
+    eps, seed = 0.1, 0
+    ours = PGD(eps=eps, steps=40)(model, x, y, make_generator(seed))
+    theirs = _plain_pgd(model, x, y, eps, seed)
+    accuracy = _accuracy(model, ours, y)
+    assert 0.2 <= accuracy <= 0.8
+    assert abs(accuracy - _accuracy(model, theirs, y)) <= 0.005
+    # Same start, same steps: the same algorithm gives the same images, except at the rare
+    # pixels where a gradient entry is within rounding of zero (channels-last convolutions,
+    # a summed instead of a mean loss) and its sign differs. A different start or step size
+    # changes about a quarter of all pixels.
+    differ = (ours - theirs).abs() > 1e-6
+    assert float(differ.float().mean()) < 1e-3
+    assert int(differ.flatten(1).any(dim=1).sum()) <= 0.02 * len(x)
+
+
+def test_adaptive_evaluation_of_median_and_jpeg_and_the_report_says_what_it_found(
     mnist_model: tuple[nn.Module, torch.Tensor, torch.Tensor], mnist_dir: Path, tmp_path: Path
 ) -> None:
-    # L2 PGD at eps 1.5: passed through a 3x3 median filter, examples made against the bare
+    # L2 PGD at eps 1.5. Passed through a 3x3 median filter, examples made against the bare
     # model lose much of their effect (the oblivious credit); an attacker who differentiates
-    # the median filter gets it all back.
+    # the median filter gets it all back. JPEG (BPDA) keeps most of its credit on MNIST
+    # (robustlab.attack.adaptive documents the attacks tried); the report must say which.
     config = StudyConfig.model_validate(
         {
-            "name": "median-adaptive",
+            "name": "median-jpeg-adaptive",
             "dataset": {"name": "mnist", "test_limit": 500},
             "models": [
                 {
@@ -82,7 +104,7 @@ def test_median_filter_loses_its_oblivious_credit_and_the_report_says_so(
                     "epochs": [RECIPE["epochs"]],
                 }
             ],
-            "defenses": ["none", "median:size=3"],
+            "defenses": ["none", "median:size=3", "jpeg:quality=50"],
             "batch_size": 250,
             "examples": 0,
             "attacks": [{"name": "pgd", "params": {"norm": "l2", "eps": 1.5}}],
@@ -93,14 +115,16 @@ def test_median_filter_loses_its_oblivious_credit_and_the_report_says_so(
     with result.results_csv.open() as f:
         rows = {r["defense"]: float(r["accuracy"]) for r in csv.DictReader(f)
                 if r["degradation"] == "pgd"}  # fmt: skip
-    bare, oblivious, adaptive = (
-        rows["none (oblivious)"],
-        rows["median (oblivious)"],
-        rows["median (adaptive)"],
-    )
-    assert oblivious - bare >= 0.05  # a clear credit
-    assert adaptive - bare < 0.5 * (oblivious - bare)  # most of it lost
+    bare = rows["none (oblivious)"]
     report = result.report_md.read_text()
-    assert (
-        "**median loses" in report and "of the robustness the oblivious protocol credits" in report
-    )
+    for defense in ("median", "jpeg"):
+        oblivious, adaptive = rows[f"{defense} (oblivious)"], rows[f"{defense} (adaptive)"]
+        assert oblivious - bare >= 0.05  # a clear credit
+        kept = (adaptive - bare) / (oblivious - bare)
+        if defense == "median":
+            assert kept < 0.5  # most of it lost
+        lost_most = f"**{defense} loses" in report
+        assert lost_most == (kept < 0.5), (defense, kept)
+        if not lost_most:
+            assert f"**{defense}** keeps" in report and "did not remove that gain" in report
+    assert "of the robustness the oblivious protocol credits" in report

@@ -6,9 +6,11 @@ from typing import Any
 import pytest
 
 from robustlab.errors import ConfigError
-from robustlab.study.config import StudyConfig, load_config, parse_config
+from robustlab.study.config import StudyConfig, load_config, load_configs, parse_config
 from robustlab.study.plan import make_plan
 from robustlab.study.runner import builtin_config, resolve_config_path
+
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "robustlab" / "configs"
 
 BASE: dict[str, Any] = {
     "name": "t",
@@ -78,11 +80,41 @@ def test_missing_file() -> None:
         resolve_config_path("no/such/study.yaml")
 
 
-@pytest.mark.parametrize("name", ["quickstart", "papers/lin2022"])
-def test_builtin_configs_validate(name: str) -> None:
-    config = load_config(builtin_config(name))
-    assert isinstance(config, StudyConfig)
-    assert resolve_config_path(f"configs/{name}.yaml").name == f"{name.split('/')[-1]}.yaml"
+SHIPPED = sorted(str(p.relative_to(CONFIGS)).removesuffix(".yaml") for p in CONFIGS.rglob("*.yaml"))
+
+
+def test_the_papers_have_their_replication_configs() -> None:
+    assert {
+        "papers/lin2022",
+        "papers/aghdam2016-noise",
+        "papers/aghdam2016-min-noise",
+        "papers/ghosh2018-compression",
+        "papers/huang2021-pgd",
+    } <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_config_validates_and_plans(name: str) -> None:
+    assert resolve_config_path(f"configs/{name}.yaml").resolve() == builtin_config(name).resolve()
+    studies = load_configs(builtin_config(name))
+    assert studies and all(isinstance(c, StudyConfig) for c in studies)
+    for config in studies:
+        plan = make_plan(config, "x")
+        ids = {m.id for m in plan.models}
+        assert plan.cells or config.attacks or config.minimal_noise
+        if config.baseline_model is not None:
+            assert config.baseline_model in ids
+        if config.reference is None:
+            continue
+        labels = {d.label for d in plan.defenses}
+        settings = {s.label for s in plan.settings}
+        for table in config.reference.tables:
+            assert table.model in ids, (config.name, table.title)
+            assert set(table.rows) <= labels, (config.name, table.title)
+            assert table.degradation in settings, (config.name, table.title)
+        for per_class in config.reference.per_class:
+            assert per_class.model in ids, (config.name, per_class.title)
+            assert set(per_class.columns) <= settings | {"clean"}, (config.name, per_class.title)
 
 
 def test_lin2022_reference_matches_plan() -> None:

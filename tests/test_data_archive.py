@@ -9,12 +9,14 @@ import os
 import re
 import tarfile
 import threading
+import warnings
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from robustlab.data import archive as archive_module
 from robustlab.data.archive import ArchiveSource, ensure_extracted, extract_archive
 from robustlab.data.download import download_file
 from robustlab.errors import DataError
@@ -118,6 +120,22 @@ def test_zip_extracts_and_merges_into_existing_folders(tmp_path: Path) -> None:
             {},
             "symbolic link to 'a/../../outside', outside the target",
         ),
+        (
+            [_file("sub/a.txt"), _link("d", "sub"), _file("d/b.txt")],
+            {"sub/a.txt": b"a", "d/b.txt": b"b"},
+            "member 'd/b.txt' would be written through the link 'd'",
+        ),
+        (
+            [_file("d"), _link("d", "a")],
+            {"d": b"x"},
+            "symbolic link to 'a', which the archive does not have",
+        ),
+        (
+            [_link("x", "d/.."), _link("d", ".")],
+            {},
+            "member 'x' is a symbolic link to 'd/..', which resolves outside the target",
+        ),
+        ([_link("loop", "loop")], {}, "member 'loop' is a symbolic link to 'loop', which"),
         ([_link("hard", "../outside/secret", tarfile.LNKTYPE)], {}, "'..'"),
         ([_link("hard", "missing.txt", tarfile.LNKTYPE)], {}, "not an earlier file"),
     ],
@@ -150,6 +168,119 @@ def test_tar_with_a_good_file_before_a_bad_one_writes_nothing(
     with pytest.raises(DataError, match=re.escape("'..'")):
         extract_archive(archive, dest)
     _assert_nothing_written(dest, outside)
+
+
+def _plain_tar(path: Path, members: list[tarfile.TarInfo], contents: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for info in members:
+            data = contents.get(info.name)
+            info.size = len(data) if data is not None else 0
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _escaped(top: Path, dest: Path) -> list[Path]:
+    """Every ESCAPED.txt under ``top`` that is not inside ``dest``."""
+    return [p for p in top.rglob("ESCAPED.txt") if dest.resolve() not in p.resolve().parents]
+
+
+def _reviewer_archives(tmp_path: Path) -> tuple[Path, Path]:
+    """The reported escape: a link swapped within one archive, then a second archive."""
+    first = _plain_tar(
+        tmp_path / "a.tar", [_link("d", "a/b"), _link("x", "d/../.."), _link("d", ".")], {}
+    )
+    second = _plain_tar(tmp_path / "b.tar", [_file("x/ESCAPED.txt")], {"x/ESCAPED.txt": b"pwn"})
+    return first, second
+
+
+def test_a_link_replaced_within_one_archive_is_rejected(tmp_path: Path) -> None:
+    first, second = _reviewer_archives(tmp_path)
+    dest = tmp_path / "data" / "target"
+    with pytest.raises(DataError, match="is unsafe") as err:
+        extract_archive(first, dest)
+    message = str(err.value)
+    assert "member 'd' replaces an earlier link of the same name" in message
+    assert str(first) in message
+    assert list(dest.iterdir()) == []
+    # The second archive of the report now lands inside the target, as it should.
+    assert extract_archive(second, dest) == ["x/ESCAPED.txt"]
+    assert not (dest / "x").is_symlink()
+    assert (dest / "x" / "ESCAPED.txt").read_bytes() == b"pwn"
+    assert _escaped(tmp_path, dest) == []
+
+
+def test_a_link_replaced_within_one_zip_is_rejected(tmp_path: Path) -> None:
+    archive = tmp_path / "a.zip"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        with zipfile.ZipFile(archive, "w") as zf:
+            for name, target in (("d", "a/b"), ("x", "d/../.."), ("d", ".")):
+                info = zipfile.ZipInfo(name)
+                info.external_attr = 0o120777 << 16
+                zf.writestr(info, target)
+    dest = tmp_path / "data" / "target"
+    with pytest.raises(DataError, match="member 'd' replaces an earlier link"):
+        extract_archive(archive, dest)
+    assert list(dest.iterdir()) == []
+
+
+@pytest.mark.parametrize("link", ["../..", "inside"])
+def test_a_link_already_in_the_target_is_never_written_through(tmp_path: Path, link: str) -> None:
+    # What an earlier, unsafe extraction (or a person) may have left in the target.
+    dest = tmp_path / "data" / "target"
+    (dest / "inside").mkdir(parents=True)
+    (dest / "x").symlink_to(link)
+    _, second = _reviewer_archives(tmp_path)
+    with pytest.raises(DataError) as err:
+        extract_archive(second, dest)
+    message = str(err.value)
+    assert "member 'x/ESCAPED.txt' would replace or be written through the existing link" in message
+    assert str(dest / "x") in message and str(second) in message
+    assert _escaped(tmp_path, dest) == []
+    assert not (dest / "inside" / "ESCAPED.txt").exists()
+    assert sorted(p.name for p in dest.iterdir()) == ["inside", "x"]  # no staging folder left
+
+
+def test_a_file_is_never_written_over_a_link_in_the_target(tmp_path: Path) -> None:
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    (dest / "f.txt").symlink_to(victim)
+    archive = _plain_tar(tmp_path / "f.tar", [_file("f.txt")], {"f.txt": b"new"})
+    with pytest.raises(
+        DataError, match=re.escape("member 'f.txt' would replace or be written through")
+    ):
+        extract_archive(archive, dest)
+    assert victim.read_text() == "keep"
+    assert (dest / "f.txt").is_symlink()
+
+
+def test_the_same_inside_link_can_be_extracted_twice(tmp_path: Path) -> None:
+    archive = _plain_tar(
+        tmp_path / "ok.tar",
+        [_file("top/sub/b.bin"), _link("top/alias", "sub")],
+        {"top/sub/b.bin": b"b"},
+    )
+    dest = tmp_path / "dest"
+    for _ in range(2):
+        assert extract_archive(archive, dest) == ["top/sub/b.bin", "top/alias"]
+    assert os.readlink(dest / "top" / "alias") == "sub"
+    assert (dest / "top" / "alias" / "b.bin").read_bytes() == b"b"
+
+
+def test_a_moved_link_resolving_outside_is_removed(tmp_path: Path) -> None:
+    # The last line of defence, after the moves: a staged tree whose checks were bypassed.
+    dest, staging = tmp_path / "data" / "target", tmp_path / "staging"
+    dest.mkdir(parents=True)
+    staging.mkdir()
+    (staging / "x").symlink_to("../..")
+    target = archive_module._Target(staging, tmp_path / "evil.tar")
+    with pytest.raises(
+        DataError, match=re.escape("member 'x' is a symbolic link to '../..', which does")
+    ):
+        archive_module._merge(target, dest, ["x"], ["x"])
+    assert list(dest.iterdir()) == []
 
 
 @pytest.mark.parametrize("kind", [tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE])
@@ -210,6 +341,37 @@ def test_damaged_archives(tmp_path: Path, damage: str) -> None:
     assert str(archive) in message
     assert ("damaged or incomplete" in message) or ("neither a zip nor a tar" in message)
     assert list((tmp_path / "dest").iterdir()) == []
+
+
+def _zip_bytes(tmp_path: Path) -> bytes:
+    archive = tmp_path / "good.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("GTSRB/a.bin", os.urandom(200_000))
+    return archive.read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "corrupt"])
+def test_damaged_zip(tmp_path: Path, damage: str) -> None:
+    good = _zip_bytes(tmp_path)
+    archive = tmp_path / "bad.zip"
+    if damage == "truncate":
+        archive.write_bytes(good[: len(good) // 2])
+    else:
+        # Flip bytes in the middle of the member's data: the directory is intact, the CRC not.
+        middle = len(good) // 2
+        archive.write_bytes(good[:middle] + bytes(b ^ 0xFF for b in good[middle:][:64])
+                            + good[middle + 64 :])  # fmt: skip
+    dest = tmp_path / "dest"
+    with pytest.raises(DataError) as err:
+        extract_archive(archive, dest)
+    message = str(err.value)
+    assert str(archive) in message
+    if damage == "truncate":
+        assert "neither a zip nor a tar archive (an incomplete download" in message
+    else:
+        assert "damaged or incomplete" in message
+    assert "delete it and download it again" in message
+    assert list(dest.iterdir()) == []
 
 
 # --- resumable downloads -------------------------------------------------------------------

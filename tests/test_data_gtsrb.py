@@ -166,6 +166,57 @@ def test_malformed_training_csv_names_the_file(tmp_path: Path, damage: str, matc
     assert str(csv_path) in str(err.value)
 
 
+def _cut_last_row(text: str, fields: int, chars: int = 0) -> str:
+    """``text`` cut after ``fields`` fields and ``chars`` more characters of its last row, as
+    an interrupted copy leaves it."""
+    last = text.rstrip("\n").rsplit("\n", 1)[1]
+    kept = ";".join(last.split(";")[:fields])
+    return text[: text.rindex(last)] + kept + last[len(kept) : len(kept) + chars]
+
+
+@pytest.mark.parametrize("which", ["class", "test"])
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        ("mid-row", r"line (5|6) has 3 of the 8 fields .*: the file is truncated or damaged"),
+        ("mid-name", r"line (5|6) has 1 of the 8 fields .*: the file is truncated or damaged"),
+        ("no-class", r"line (5|6): \{'ClassId': ''\} should be whole numbers"),
+        ("empty", "is empty"),
+        ("header-only", "lists no images"),
+        ("binary", r"is not a readable CSV file \('utf-8' codec can't decode"),
+    ],
+)
+def test_truncated_or_malformed_csv_names_the_file(
+    tmp_path: Path, which: str, damage: str, match: str
+) -> None:
+    _write_gtsrb(tmp_path)
+    base = tmp_path / "GTSRB"
+    if which == "class":
+        csv_path = base / "Final_Training" / "Images" / "00001" / "GT-00001.csv"
+        archive = "GTSRB_Final_Training_Images.zip"
+    else:
+        csv_path = base / "GT-final_test.csv"
+        archive = "GTSRB_Final_Test_GT.zip"
+    text = csv_path.read_text()
+    if damage == "mid-row":
+        csv_path.write_text(_cut_last_row(text, 3))
+    elif damage == "mid-name":
+        csv_path.write_text(_cut_last_row(text, 0, 5))
+    elif damage == "no-class":
+        csv_path.write_text(text.rstrip("\n").rstrip("0123456789"))
+    elif damage == "empty":
+        csv_path.write_bytes(b"")
+    elif damage == "header-only":
+        csv_path.write_text(HEADER + "\n")
+    else:
+        csv_path.write_bytes(text.encode()[:70] + b"\xff\xfe" + text.encode()[70:])
+    with pytest.raises(DataError, match=match) as err:
+        _load(tmp_path)
+    message = str(err.value)
+    assert message.startswith(str(csv_path))  # named once, not wrapped in another message
+    assert f"extracts {archive} again" in message
+
+
 def test_test_csv_without_class_ids_is_refused(tmp_path: Path) -> None:
     _write_gtsrb(tmp_path)
     images = tmp_path / "GTSRB" / "Final_Test" / "Images"

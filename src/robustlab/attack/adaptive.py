@@ -13,11 +13,19 @@ An *adaptive* attacker differentiates the whole pipeline ``classifier(defence(x)
 - **Non-differentiable defences** (``jpeg``: libjpeg through Pillow) get BPDA, Backward Pass
   Differentiable Approximation: the true defence in the forward pass, a differentiable
   stand-in (by default the identity, the approximation Athalye et al. used for JPEG and other
-  input transformations) in the backward pass (:func:`bpda`, :class:`BPDA`). On MNIST the
-  gain JPEG gets under the oblivious protocol (e.g. 55.8% -> 64.2% at L-inf 0.1, quality 50)
-  survives this attack; so far no other backward pass we tried removed it either (Shin &
-  Song's differentiable JPEG, Gaussian, box and DCT-mask stand-ins, 200 steps, EOT over input
-  noise), so it may be genuine quantisation robustness rather than masking.
+  input transformations) in the backward pass (:func:`bpda`, :class:`BPDA`). Unlike the
+  median filter, JPEG keeps most of its oblivious gain on our 28x28 data. lin2022 CNN, 3
+  epochs on MNIST, PGD-40, quality 50: L-inf 0.1 on 500 digits, undefended 49.8%, oblivious
+  60.6%, BPDA 60.6%; L2 1.5, 41.6% / 53.4% / 53.6%. Stronger attacks took at most about a
+  third of the gain: BPDA with kornia's differentiable JPEG as the stand-in (weaker: 68.6%),
+  a margin loss with 3 restarts, 100 steps and success at any iterate (L2 1.5: 48.4%), a
+  gradient-free Square attack of 1,000 queries on the real pipeline (L-inf 0.1, 300 digits:
+  71.3% left against BPDA's 65.0%; 64.7% for the worst of both), and earlier Gaussian, box
+  and DCT-mask stand-ins, 200 steps and EOT over input noise. Fashion-MNIST behaves alike
+  (L-inf 0.04, quality 50: 47.7% / 63.0% / 58.3%). At these budgets JPEG's quantisation
+  seems to remove part of what the attacker can do; at budgets that break the bare model
+  (L-inf 0.2, L2 2.5) it credits nothing either way. Reports quote the per-sample worst case
+  over all attacks.
 - **Random defences** get EOT, Expectation over Transformation: the gradient is averaged over
   ``samples`` independent draws of the randomness (:class:`EOT`).
 

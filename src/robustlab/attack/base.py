@@ -44,6 +44,37 @@ Norm = Literal["linf", "l2"]
 NORMS: tuple[Norm, ...] = ("linf", "l2")
 
 
+def vanishing_gradient(grad: torch.Tensor) -> torch.Tensor:
+    """Per sample: is the input gradient of the loss below the loss's floating-point resolution?
+
+    A sample's gradient *vanishes* when its L1 norm is below the machine epsilon of its dtype
+    (``torch.finfo(grad.dtype).eps``, 1.19e-7 for float32); exactly zero gradients vanish too.
+    The threshold is not a tuning knob: every perturbation inside the image box has
+    ``|delta_i| <= 1``, so ``||grad||_1`` is the most that *any* perturbation can change the
+    loss to first order. Below machine epsilon, the whole box moves the loss by less than one
+    rounding step of a loss of order 1 (a decision flips at a cross-entropy of ``log 2``). For
+    the cross-entropy, ``||dL/dz||_1 = 2 (1 - p_y)`` on the logits ``z``: the gradient shrinks
+    this far when the softmax saturates and ``p_y`` rounds to 1, where the true class's share
+    of the gradient is lost to rounding. This is the failure AutoAttack's checks and Carlini
+    et al.'s checklist warn about (a saturated softmax, huge logit scales, a model that
+    returns probabilities): a margin loss on logits (CW, DLR) does not suffer from it.
+
+    Args:
+        grad: input gradients ``(N, ...)``, one sample per row.
+
+    Returns:
+        ``(N,)`` bool.
+
+    Example:
+        >>> import torch
+        >>> grad = torch.tensor([[1e-3, -1e-3], [1e-9, 0.0], [0.0, 0.0]])
+        >>> vanishing_gradient(grad).tolist()
+        [False, True, True]
+    """
+    threshold = torch.finfo(grad.dtype).eps if grad.is_floating_point() else 0.0
+    return grad.flatten(1).abs().sum(dim=1) < threshold
+
+
 @dataclass
 class AttackResult:
     """What one attack run produced.
@@ -52,10 +83,14 @@ class AttackResult:
         adversarial: the adversarial batch, same shape as the input, in ``[0, 1]``.
         zero_gradient: ``(N,)`` bool, samples whose first input gradient was exactly zero (a
             gradient attack cannot move them; :mod:`robustlab.attack.sanity` flags them).
+        vanishing_gradient: ``(N,)`` bool, samples whose first input gradient vanished: below
+            floating-point resolution (:func:`vanishing_gradient`; includes the exactly zero
+            ones). Attacks that take no gradient leave it all False.
     """
 
     adversarial: torch.Tensor
     zero_gradient: torch.Tensor
+    vanishing_gradient: torch.Tensor
 
 
 class Attack(ABC):
@@ -110,7 +145,8 @@ class Attack(ABC):
                 "robustlab.seeding.make_generator(seed, x.device)"
             )
         if len(x) == 0:
-            return AttackResult(x.clone(), torch.zeros(0, dtype=torch.bool, device=x.device))
+            none = torch.zeros(0, dtype=torch.bool, device=x.device)
+            return AttackResult(x.clone(), none, none.clone())
         with attack_mode(model, self.channels_last) as channels_last:
             start = x.contiguous(memory_format=torch.channels_last) if channels_last else x
             result = self.perturb(model, start.detach(), y, generator)

@@ -37,6 +37,7 @@ from robustlab.attack.sanity import (
     count_unstable,
     large_eps_survivors,
     unstable_predictions,
+    vanishing_gradients,
     zero_gradients,
 )
 from robustlab.data.base import SplitLike
@@ -145,10 +146,12 @@ def evaluate_attack(
         k: [] for k in ("clean", "adversarial", "labels", "clean_predictions", "predictions")
     }
     zero = 0
+    vanishing = 0
     unstable = 0
     for x, y in split.batches(batch_size, torch_device):
         result = attack.run(target, x, y, generator)
         zero += int(result.zero_gradient.sum())
+        vanishing += int(result.vanishing_gradient.sum())
         unstable += count_unstable(pipeline, x)
         with torch.no_grad():
             parts["clean_predictions"].append(pipeline(x).argmax(dim=1).cpu())
@@ -170,7 +173,11 @@ def evaluate_attack(
         method=method,
     )
     n = len(evaluation)
-    candidates = [zero_gradients(zero, n), unstable_predictions(unstable, n)]
+    candidates = [
+        zero_gradients(zero, n),
+        vanishing_gradients(vanishing, n),
+        unstable_predictions(unstable, n),
+    ]
     eps = getattr(attack, "eps", None)
     if isinstance(front, nn.Identity) and eps is not None and n:
         correct = int((evaluation.predictions == evaluation.labels).sum())

@@ -44,10 +44,11 @@ from robustlab.attack.base import (
     check_eps,
     check_norm,
     loss_gradient,
+    vanishing_gradient,
 )
 from robustlab.errors import InvalidParameterError
 
-# Keeps a zero gradient or a zero perturbation from dividing by zero in the L2 normalisation.
+# Keeps a zero perturbation from dividing by zero in the L2 projection.
 _TINY = 1e-12
 
 
@@ -88,8 +89,9 @@ def gradient_ascent(
     mode (:func:`robustlab.attack.base.attack_mode`) and the batch validated.
     """
     zero_gradient = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    vanishing = zero_gradient.clone()
     if eps == 0.0:
-        return AttackResult(x.clone(), zero_gradient)
+        return AttackResult(x.clone(), zero_gradient, vanishing)
     adv = x.clone()
     if norm == "linf":
         low = (x - eps).clamp_(min=0.0)
@@ -104,10 +106,11 @@ def gradient_ascent(
             grad, _ = loss_gradient(model, adv, y)
             if step == 0:
                 zero_gradient = grad.abs().amax(dim=(1, 2, 3)) == 0
+                vanishing = vanishing_gradient(grad)
             adv.add_(grad.sign_(), alpha=step_size)
             torch.maximum(adv, low, out=adv)
             torch.minimum(adv, high, out=adv)
-        return AttackResult(adv, zero_gradient)
+        return AttackResult(adv, zero_gradient, vanishing)
 
     def project(point: torch.Tensor) -> torch.Tensor:
         delta = point - x
@@ -123,11 +126,15 @@ def gradient_ascent(
         adv = project(x + direction * (eps * u.pow(1.0 / x[0].numel())))
     for step in range(steps):
         grad, _ = loss_gradient(model, adv, y)
-        length = _per_sample_norm(grad)
+        largest = grad.abs().amax(dim=tuple(range(1, grad.ndim)), keepdim=True)
         if step == 0:
-            zero_gradient = length.flatten() == 0
-        adv = project(adv + grad * (step_size / (length + _TINY)))
-    return AttackResult(adv, zero_gradient)
+            zero_gradient = largest.flatten() == 0
+            vanishing = vanishing_gradient(grad)
+        # Scale by the largest entry first: a tiny (vanishing) gradient would underflow in the
+        # squares of its norm. A nonzero gradient then has norm >= 1, a zero one stays zero.
+        grad /= largest.masked_fill_(largest == 0, 1.0)
+        adv = project(adv + grad * (step_size / _per_sample_norm(grad).clamp_(min=1.0)))
+    return AttackResult(adv, zero_gradient, vanishing)
 
 
 @ATTACKS.register("fgsm", severity="eps", tags=("gradient", "single-step"))

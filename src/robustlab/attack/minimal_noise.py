@@ -219,8 +219,11 @@ class MinimalNoiseResult:
 
     ``margin`` is ``max_{j != c} p_j - p_c`` on the softmax of ``X + r``: positive and small
     when the image is misclassified near the boundary, negative while it is still correct.
-    ``forward_passes`` counts the model evaluations of the search (the Szegedy solver also
-    runs as many backward passes); ``seconds`` is each image's share of the wall time.
+    ``forward_passes`` counts the model evaluations of the search: the genetic algorithm's
+    fitness evaluations; for Szegedy, ``1 + rounds * (steps + 1)`` (the clean pass that picks
+    the target, every Adam step, and the check that ends each round), with ``rounds * steps``
+    ``backward_passes``. The final measurement of the result is not counted for either.
+    ``seconds`` is each image's share of the wall time.
     """
 
     method: str
@@ -316,9 +319,27 @@ def _margins(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, 
     return out[0], out[1]
 
 
+def _check_output(output: object, batch: int, num_classes: int | None) -> torch.Tensor:
+    """The model's output if it is ``(batch, num_classes)`` logits (any width when None)."""
+    if not isinstance(output, torch.Tensor):
+        raise ModelError(
+            f"the model returned a {type(output).__name__}, not a tensor; robustlab needs "
+            f"logits of shape ({batch}, classes): wrap the model so that forward() returns "
+            "only the logits (e.g. the first element of a tuple, or a dict's 'logits')"
+        )
+    if num_classes is None:
+        if output.ndim != 2:
+            raise ModelError(
+                f"the model returned a tensor of shape {tuple(output.shape)} for a batch of "
+                f"{batch}; robustlab needs logits of shape ({batch}, classes)"
+            )
+        num_classes = int(output.shape[1])
+    return check_logits(output, batch, num_classes)
+
+
 def _logits(model: nn.Module, x: torch.Tensor, num_classes: int, max_batch: int) -> torch.Tensor:
     parts = [
-        check_logits(model(chunk), len(chunk), num_classes).float()
+        _check_output(model(chunk), len(chunk), num_classes).float()
         for chunk in torch.split(x, max_batch)
     ]
     return torch.cat(parts)
@@ -623,13 +644,16 @@ def _szegedy_search(
                 torch.where(low == 0, lam / 10, (lam * low).sqrt()),
             )
     steps = params.steps * params.rounds
-    passes = torch.full((n,), steps, dtype=torch.int64, device=x.device)
+    # Forward passes: the clean pass that picks the target, one per Adam step, and the
+    # misclassification check that ends each round; backward passes: one per Adam step.
+    forwards = torch.full((n,), 1 + steps + params.rounds, dtype=torch.int64, device=x.device)
+    backwards = torch.full((n,), steps, dtype=torch.int64, device=x.device)
     per_image = (time.perf_counter() - began) / max(n, 1)
     return (
         best,
-        passes,
-        passes.clone(),
-        passes.clone(),
+        forwards,
+        backwards,
+        backwards.clone(),
         torch.full((n,), per_image, dtype=torch.float64),
     )
 
@@ -652,7 +676,7 @@ def _szegedy_round(
     spans = list(zip(*(torch.split(t, max_batch) for t in (x, labels, target, lam)), strict=True))
     for _ in range(params.steps):
         for noise, (clean, y, goal, weight) in zip(chunks, spans, strict=True):
-            logits = check_logits(model(clean + noise), len(clean), num_classes).float()
+            logits = _check_output(model(clean + noise), len(clean), num_classes).float()
             if params.target == "runner_up":
                 loss = F.cross_entropy(logits, goal, reduction="none")
             else:
@@ -700,13 +724,23 @@ def minimal_noise_search(
     """
     _require(method in METHODS, f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     _require(max_batch >= 1, f"max_batch must be >= 1, got {max_batch}")
+    _require(
+        not isinstance(images, torch.Tensor) or images.ndim != 4 or len(images) >= 1,
+        f"images must hold at least one image, got an empty batch of shape "
+        f"{tuple(images.shape)}; skip the search when there is nothing to attack",
+    )
     check_images(images)
     n = len(images)
-    _require(n >= 1, "images must hold at least one image")
+    if not isinstance(labels, torch.Tensor):
+        raise InvalidParameterError(
+            f"labels must be an integer tensor of shape ({n},), got a {type(labels).__name__}; "
+            "convert them with torch.as_tensor(labels, dtype=torch.long)"
+        )
     _require(
-        labels.shape == (n,) and not labels.is_floating_point(),
+        labels.shape == (n,)
+        and not (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool),
         f"labels must be an integer tensor of shape ({n},), got {labels.dtype} of shape "
-        f"{tuple(labels.shape)}",
+        f"{tuple(labels.shape)}; use one class index per image, e.g. labels.long()",
     )
     labels = labels.to(device=images.device, dtype=torch.int64)
     if method == "ga" and generator is None:
@@ -720,14 +754,8 @@ def minimal_noise_search(
     model.eval()
     try:
         with torch.no_grad():
-            probe = model(images[:1].float())
-        if probe.ndim != 2:
-            raise ModelError(
-                f"the model returned a tensor of shape {tuple(probe.shape)} for one image; "
-                "robustlab needs logits of shape (N, classes)"
-            )
-        num_classes = int(probe.shape[1]) if num_classes is None else num_classes
-        check_logits(probe, 1, num_classes)
+            probe = _check_output(model(images[:1].float()), 1, num_classes)
+        num_classes = int(probe.shape[1])
         if labels.min() < 0 or labels.max() >= num_classes:
             raise InvalidParameterError(
                 f"labels must lie in [0, {num_classes - 1}] for a model with {num_classes} "

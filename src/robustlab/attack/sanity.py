@@ -12,6 +12,10 @@ looks at one symptom of a broken evaluation and returns a :class:`SanityFlag` wh
   beyond; L2 the same budget's ball, ``0.5 * sqrt(d)``).
 - :func:`zero_gradients`: samples whose input gradient is exactly zero, where a gradient
   attack cannot move (saturated softmax, a non-differentiable step, gradient masking).
+- :func:`vanishing_gradients`: a large fraction of samples whose input gradient is below
+  floating-point resolution (:func:`robustlab.attack.base.vanishing_gradient`: L1 norm under
+  float32's machine epsilon), the mark of a saturated softmax or a huge logit scale; the
+  cross-entropy gradient no longer guides the attack there.
 - :func:`unstable_predictions`: a model or defence that gives different predictions for the
   same input on repeated calls: randomised, so its gradients need EOT and its accuracy is
   itself random.
@@ -34,6 +38,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from robustlab.errors import InvalidParameterError
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,45 @@ def zero_gradients(count: int, total: int) -> SanityFlag | None:
         "zero-gradient",
         f"{count} of {total} samples have an exactly zero input gradient; a gradient attack "
         "cannot move them (saturated softmax, a non-differentiable step or gradient masking)",
+    )
+
+
+VANISHING_FRACTION = 0.1
+
+
+def vanishing_gradients(
+    count: int, total: int, *, min_fraction: float = VANISHING_FRACTION
+) -> SanityFlag | None:
+    """Flag ``count`` of ``total`` samples with a vanishing input gradient, if that is many.
+
+    A sample's gradient vanishes when its L1 norm is below the machine epsilon of float32
+    (:func:`robustlab.attack.base.vanishing_gradient` explains the threshold); the count
+    includes the exactly zero gradients. A few confidently classified samples are normal; the
+    flag trips when at least ``min_fraction`` of the samples (10% by default) are affected,
+    enough to move a robust accuracy by that much.
+
+    Args:
+        count: samples whose first input gradient vanished.
+        total: samples attacked.
+        min_fraction: the smallest fraction of ``total`` that trips the flag, in ``(0, 1]``.
+
+    Example:
+        >>> vanishing_gradients(3, 100) is None
+        True
+        >>> vanishing_gradients(40, 100).check
+        'vanishing-gradient'
+    """
+    if not 0.0 < min_fraction <= 1.0:
+        raise InvalidParameterError(f"min_fraction must be in (0, 1], got {min_fraction!r}")
+    if total <= 0 or count == 0 or count < min_fraction * total:
+        return None
+    return SanityFlag(
+        "vanishing-gradient",
+        f"{count} of {total} samples ({count / total:.0%}) have a vanishing input gradient "
+        f"(L1 norm below float32 precision, {torch.finfo(torch.float32).eps:.2g}), typically a "
+        "saturated softmax: the cross-entropy gradient there is lost to rounding and the robust "
+        "accuracy may be overstated; check that the model returns logits, not probabilities, "
+        "and cross-check with a margin-loss attack (CW, AutoAttack's APGD-DLR)",
     )
 
 

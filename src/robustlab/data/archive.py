@@ -3,10 +3,14 @@
 :func:`extract_archive` never writes outside the target folder: it rejects absolute member
 names, ``..`` components, symbolic and hard links that resolve outside the target, and device
 files or FIFOs, each with a :class:`~robustlab.errors.DataError` naming the archive and the
-member. Members are written one by one (no ``extractall``); every write first checks that the
-real path of its folder lies inside the target. The archive is unpacked into a hidden staging
-folder inside the target and moved into place only when every member succeeded, so an
-interrupted or rejected extraction never leaves a half-extracted dataset that looks complete.
+member. Members are written one by one (no ``extractall``), never through a link and never in
+place of an earlier link, so a link cannot be re-pointed after it was checked; once the whole
+archive is unpacked every link must resolve to something inside it. The archive is unpacked
+into a hidden staging folder inside the target and moved into place only when every member
+succeeded, so an interrupted or rejected extraction never leaves a half-extracted dataset that
+looks complete. Moving it in never enters, replaces or writes through a link already in the
+target (left there by an earlier archive or by hand), and each moved link is checked again
+against what the target already held.
 
 :func:`ensure_extracted` is what the archive-based datasets (CIFAR-10, GTSRB) call: it extracts
 a local copy of the official archive, or downloads it first (MD5-verified, resumable; see
@@ -67,7 +71,11 @@ def extract_archive(archive: str | os.PathLike[str], dest: str | os.PathLike[str
     Raises:
         DataError: if the archive is not a zip or tar file, is damaged or truncated, or has a
             member that would land outside ``dest`` (absolute path, ``..``, a link leaving
-            ``dest``) or is a device file or FIFO. Nothing is moved into ``dest`` then.
+            ``dest`` or not resolving at all), replaces or is written through a link, or is a
+            device file or FIFO; also if a member would go through or replace a link already
+            in ``dest``. Nothing is moved into ``dest`` then, except in the one case found only
+            after moving: a link resolving outside ``dest`` next to its earlier contents, which
+            is removed again.
     """
     archive, dest = Path(archive), Path(dest)
     if not archive.is_file():
@@ -80,18 +88,20 @@ def extract_archive(archive: str | os.PathLike[str], dest: str | os.PathLike[str
             f"cannot extract {archive} into {dest}: {err.strerror or err}; choose a writable "
             f"data directory with --data-dir DIR or {DATA_ENV}=DIR"
         ) from err
+    target = _Target(staging, archive)
     try:
         with _reading_errors(archive):
             if zipfile.is_zipfile(archive):
-                written = _extract_zip(archive, staging)
+                written = _extract_zip(archive, target)
             elif tarfile.is_tarfile(archive):
-                written = _extract_tar(archive, staging)
+                written = _extract_tar(archive, target)
             else:
                 raise DataError(
                     f"{archive} is neither a zip nor a tar archive (an incomplete download or a "
                     f"saved error page?); {_FIX}"
                 )
-        _merge(staging, dest, archive)
+            links = target.check_links()
+            _merge(target, dest, written, links)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return written
@@ -101,6 +111,8 @@ def extract_archive(archive: str | os.PathLike[str], dest: str | os.PathLike[str
 def _reading_errors(archive: Path) -> Iterator[None]:
     try:
         yield
+    except DataError:
+        raise  # already says what is wrong (DataError is an OSError: keep it from below)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError) as err:
         raise DataError(f"{archive} is damaged or incomplete ({err}); {_FIX}") from err
     except OSError as err:
@@ -137,27 +149,42 @@ class _Target:
         return parts
 
     def inside(self, path: str | Path) -> bool:
-        real = os.path.realpath(path)
-        return real == self.real or real.startswith(self.real + os.sep)
+        return _within(os.path.realpath(path), self.real)
 
-    def path(self, member: str) -> Path | None:
-        """Where ``member`` goes, its folder created; None for the archive root itself."""
+    def path(self, member: str, *, folder: bool = False) -> Path | None:
+        """Where ``member`` goes, its folder created; None for the archive root itself.
+
+        No member is written through a link or replaces one: a link checked when it was
+        created could otherwise be re-pointed (or used as a path) once other members exist.
+        """
         parts = self.parts(member)
         if not parts:
             return None
-        target = self.root.joinpath(*parts)
+        current = self.root
+        for part in parts[:-1]:
+            current = current / part
+            if current.is_symlink():
+                rel = current.relative_to(self.root).as_posix()
+                raise self.reject(member, f"would be written through the link '{rel}'")
+            if current.exists() and not current.is_dir():
+                rel = current.relative_to(self.root).as_posix()
+                raise self.reject(member, f"needs a folder '{rel}' where the archive has a file")
+        target = current / parts[-1]
         if not self.inside(target.parent):
             raise self.reject(member, "would be written through a link that leaves the target")
         target.parent.mkdir(parents=True, exist_ok=True)
-        if target.is_symlink() or (target.exists() and not target.is_dir()):
+        if target.is_symlink():
+            raise self.reject(member, "replaces an earlier link of the same name")
+        if target.is_dir():
+            if not folder:
+                raise self.reject(member, "replaces an earlier folder of the same name")
+        elif target.exists():
             target.unlink()  # a later member of the same name replaces an earlier one
         return target
 
     def directory(self, member: str) -> None:
-        target = self.path(member)
+        target = self.path(member, folder=True)
         if target is not None:
-            if not self.inside(target):
-                raise self.reject(member, "is a folder reached through a link leaving the target")
             target.mkdir(exist_ok=True)
 
     def file(self, member: str, source: IO[bytes]) -> bool:
@@ -174,7 +201,7 @@ class _Target:
             raise self.reject(member, "is a link without a name")
         if link.startswith(("/", "\\")) or (len(link) > 1 and link[1] == ":"):
             raise self.reject(member, f"is a symbolic link to the absolute path '{link}'")
-        if not self.inside(os.path.join(target.parent, link)):
+        if "\x00" in link or not self.inside(os.path.join(target.parent, link)):
             raise self.reject(member, f"is a symbolic link to '{link}', outside the target")
         os.symlink(link, target)
 
@@ -190,9 +217,41 @@ class _Target:
             raise self.reject(member, "is a link without a name")
         shutil.copyfile(source, target)  # a copy: no inode shared with anything
 
+    def check_links(self) -> list[str]:
+        """Check every link of the finished tree; return their member paths.
 
-def _extract_tar(archive: Path, staging: Path) -> list[str]:
-    target = _Target(staging, archive)
+        Each link was checked when it was created, but a link to a path that did not exist yet
+        may resolve differently once the whole archive is unpacked: only the final tree counts.
+        """
+        links: list[str] = []
+        for folder, dirs, files in os.walk(self.root):
+            dirs.sort()
+            for name in sorted(dirs + files):
+                path = os.path.join(folder, name)
+                if not os.path.islink(path):
+                    continue
+                member = Path(path).relative_to(self.root).as_posix()
+                link = os.readlink(path)
+                try:
+                    resolved = os.path.realpath(path, strict=True)
+                except OSError:
+                    raise self.reject(
+                        member, f"is a symbolic link to '{link}', which the archive does not have"
+                    ) from None
+                if not _within(resolved, self.real):
+                    raise self.reject(
+                        member, f"is a symbolic link to '{link}', which resolves outside the target"
+                    )
+                links.append(member)
+        return links
+
+
+def _within(real: str, folder: str) -> bool:
+    """Whether the real path ``real`` is ``folder`` (a real path) or lies inside it."""
+    return real == folder or real.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _extract_tar(archive: Path, target: _Target) -> list[str]:
     written: list[str] = []
     with tarfile.open(archive, "r:*") as tar:
         for info in tar:
@@ -216,8 +275,7 @@ def _extract_tar(archive: Path, staging: Path) -> list[str]:
     return written
 
 
-def _extract_zip(archive: Path, staging: Path) -> list[str]:
-    target = _Target(staging, archive)
+def _extract_zip(archive: Path, target: _Target) -> list[str]:
     written: list[str] = []
     with zipfile.ZipFile(archive) as zf:
         for info in zf.infolist():
@@ -238,19 +296,94 @@ def _extract_zip(archive: Path, staging: Path) -> list[str]:
     return written
 
 
-def _merge(staging: Path, dest: Path, archive: Path) -> None:
-    """Move the staged tree into ``dest``: folders merge, files and links replace."""
-    for entry in sorted(staging.iterdir()):
-        final = dest / entry.name
-        if entry.is_dir() and not entry.is_symlink() and final.is_dir():
-            _merge(entry, final, archive)
-        elif final.is_dir() and not final.is_symlink():
+def _merge(target: _Target, dest: Path, written: list[str], links: list[str]) -> None:
+    """Move the staged tree into ``dest``: folders merge, files and links replace files.
+
+    Every move is planned before the first one happens, so a conflict leaves ``dest`` as it
+    was. Nothing is moved into or through a link already in ``dest``, and such a link is never
+    replaced (an identical one, resolving inside ``dest``, is kept): writing through a link
+    left by an earlier archive could land anywhere.
+    """
+    real_dest = os.path.realpath(dest)
+    moves: list[tuple[Path, Path]] = []
+    _plan_merge(target, target.root, dest, real_dest, written, moves)
+    for entry, final in moves:
+        os.replace(entry, final)
+    # Links resolve against what ``dest`` already held: check them in their final place.
+    for member in links:
+        final = dest.joinpath(*member.split("/"))
+        if not _resolves_inside(final, real_dest) or _resolves_inside(final, target.real):
+            link = os.readlink(final)
+            final.unlink()
             raise DataError(
-                f"cannot extract {archive}: {final} is a folder but the archive has a file of "
-                "that name; move the folder away and try again"
+                f"{target.archive} is unsafe: member '{member}' is a symbolic link to '{link}', "
+                f"which does not resolve inside {dest} next to the files already there; "
+                "robustlab removed that link. Extract the official archive into an empty folder"
             )
-        else:
-            os.replace(entry, final)
+
+
+def _plan_merge(
+    target: _Target,
+    folder: Path,
+    dest: Path,
+    real_dest: str,
+    written: list[str],
+    moves: list[tuple[Path, Path]],
+) -> None:
+    for entry in sorted(folder.iterdir()):
+        final = dest / entry.name
+        if final.is_symlink():
+            if (
+                entry.is_symlink()
+                and os.readlink(entry) == os.readlink(final)
+                and _resolves_inside(final, real_dest)
+            ):
+                continue
+            raise _conflict(
+                target,
+                entry,
+                written,
+                f"would replace or be written through the existing link {final} -> "
+                f"'{os.readlink(final)}', and robustlab never writes through links; remove "
+                f"{final} (or extract into an empty folder) and try again",
+            )
+        if entry.is_dir() and not entry.is_symlink():
+            if final.is_dir():
+                _plan_merge(target, entry, final, real_dest, written, moves)
+                continue
+            if final.exists():
+                raise _conflict(
+                    target,
+                    entry,
+                    written,
+                    f"needs {final} to be a folder, but it is a file; move the file away and try "
+                    "again",
+                )
+        elif final.is_dir():
+            raise _conflict(
+                target,
+                entry,
+                written,
+                f"is a file, but {final} is a folder; move the folder away and try again",
+            )
+        moves.append((entry, final))
+
+
+def _conflict(target: _Target, entry: Path, written: list[str], why: str) -> DataError:
+    """A clash between the staged ``entry`` and the target, naming the member concerned."""
+    relative = entry.relative_to(target.root).as_posix()
+    # The first member extracted at or under ``entry`` (a folder has no member of its own).
+    member = next((m for m in written if m == relative or m.startswith(relative + "/")), relative)
+    return DataError(f"cannot extract {target.archive}: member '{member}' {why}")
+
+
+def _resolves_inside(path: Path, real_folder: str) -> bool:
+    """Whether ``path`` exists, links followed, and its real path lies in ``real_folder``."""
+    try:
+        resolved = os.path.realpath(path, strict=True)
+    except OSError:
+        return False
+    return _within(resolved, real_folder)
 
 
 @dataclass(frozen=True)

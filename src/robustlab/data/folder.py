@@ -22,8 +22,11 @@ decoded images are held in memory or decoded from disk batch by batch in ``worke
 (``auto``: stream above 1 GiB of decoded pixels; see :mod:`robustlab.data.streaming`).
 
 ``PATH`` may start with ``~``; a relative ``PATH`` is looked up in the data directory first,
-then in the current directory. Fingerprints use paths relative to the folder, so a copy of the
-folder elsewhere keeps its model-cache keys.
+then in the current directory. Data fingerprints use paths relative to the folder, so they stay
+the same for a copy of the folder elsewhere. A study's cell keys and model-cache keys also
+contain the dataset name ``folder:PATH`` as written, though: with a relative ``PATH`` they
+survive moving the whole data directory, with an absolute one they are tied to that location,
+and a copy named by a different ``PATH`` is trained and evaluated afresh.
 
 Example:
     >>> import tempfile

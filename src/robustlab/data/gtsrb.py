@@ -244,15 +244,19 @@ def read_annotations(
     """Read a GTSRB annotation CSV; image paths are resolved in ``images_dir``.
 
     Raises:
-        DataError: naming the CSV (and line) if it is missing, lacks a column, has a
-            non-integer value, an empty region of interest or a class id outside 0-42, or
-            names an image file that does not exist.
+        DataError: naming the CSV (and line) if it is missing, empty, truncated (a row with
+            fewer fields than the header) or not text, lacks a column, has a non-integer
+            value, an empty region of interest or a class id outside 0-42, or names an image
+            file that does not exist.
     """
     csv_path, images_dir = Path(csv_path), Path(images_dir)
+    fix = _extract_again(csv_path)
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as file:
             reader = csv.DictReader(file, delimiter=";")
-            header = [c.strip() for c in reader.fieldnames or []]
+            if reader.fieldnames is None:
+                raise DataError(f"{csv_path} is empty; {fix}")
+            header = [c.strip() for c in reader.fieldnames]
             missing = [c for c in COLUMNS if c not in header]
             if missing:
                 raise DataError(
@@ -260,20 +264,43 @@ def read_annotations(
                     f"file has the header {';'.join(COLUMNS)} (the test labels are in "
                     f"{_TEST_CSV} from {_TEST_GT_ZIP.file_name}, not in GT-final_test.test.csv)"
                 )
-            rows = [_annotation(row, csv_path, reader.line_num, images_dir) for row in reader]
+            rows = []
+            for row in reader:
+                if None in row.values():  # DictReader's filler for fields the line lacks
+                    given = sum(v is not None for k, v in row.items() if k is not None)
+                    raise DataError(
+                        f"{csv_path} line {reader.line_num} has {given} of the {len(header)} "
+                        f"fields ({';'.join(COLUMNS)}): the file is truncated or damaged; {fix}"
+                    )
+                rows.append(_annotation(row, csv_path, reader.line_num, images_dir, fix))
+    except DataError:
+        raise  # a DataError is an OSError too: keep it from the clause below
     except FileNotFoundError:
         raise DataError(
             f"GTSRB annotation file not found: {csv_path}; extract the official archives "
             f"again (or delete the GTSRB folder so robustlab does)"
         ) from None
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise DataError(f"cannot read {csv_path}: {err}") from err
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{csv_path} is not a readable CSV file ({err}); {fix}") from err
+    except OSError as err:
+        raise DataError(f"cannot read {csv_path}: {err.strerror or err}") from err
     if not rows:
-        raise DataError(f"{csv_path} lists no images; extract the official archives again")
+        raise DataError(f"{csv_path} lists no images; {fix}")
     return rows
 
 
-def _annotation(row: dict[str, str], csv_path: Path, line: int, images_dir: Path) -> Annotation:
+def _extract_again(csv_path: Path) -> str:
+    """How to get an intact copy of the annotation file ``csv_path``."""
+    if csv_path.name == _TEST_CSV:
+        return f"delete it so robustlab extracts {_TEST_GT_ZIP.file_name} again"
+    return (
+        f"delete the GTSRB/Final_Training folder so robustlab extracts {_TRAIN_ZIP.file_name} again"
+    )
+
+
+def _annotation(
+    row: dict[str, str], csv_path: Path, line: int, images_dir: Path, fix: str
+) -> Annotation:
     # Surplus fields land under the key None (DictReader's restkey): ignore them.
     row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
     try:
@@ -281,7 +308,7 @@ def _annotation(row: dict[str, str], csv_path: Path, line: int, images_dir: Path
     except ValueError:
         bad = {c: row[c] for c in COLUMNS[1:] if not row[c].lstrip("-").isdigit()}
         raise DataError(
-            f"{csv_path} line {line}: {bad} should be whole numbers; the file is damaged"
+            f"{csv_path} line {line}: {bad} should be whole numbers; the file is damaged: {fix}"
         ) from None
     label = numbers["ClassId"]
     if not 0 <= label < len(CLASS_NAMES):

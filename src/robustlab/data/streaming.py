@@ -335,7 +335,8 @@ class StreamingSplit:
         labels: ``int64`` labels, one per file.
         spec: channels and output size of the decoded images.
         root: the dataset folder; fingerprints use paths relative to it, so a moved copy of
-            the data keeps its model-cache keys.
+            the data keeps its fingerprint (a study's keys also hold the dataset name as
+            written: see :mod:`robustlab.data.folder`).
         boxes: an optional crop box per file (e.g. GTSRB's regions of interest).
         workers: decoding processes (0: decode in the calling process).
     """

@@ -38,6 +38,7 @@ from robustlab.attack.sanity import (
     accuracy_rises,
     large_eps_survivors,
     unstable_predictions,
+    vanishing_gradients,
     zero_gradients,
 )
 from robustlab.defend import create_defense
@@ -137,6 +138,14 @@ def credits(plan: AttackPlan, rows: dict[str, CellRow]) -> list[Credit]:
     return out
 
 
+_KEPT_CAVEAT = (
+    "The attack that knows the defence did not remove that gain: either the defence removes "
+    "part of what this budget lets an attacker do, or it hides gradients in a way this "
+    "attack does not get round; quote the worst case, and try more steps or another attack "
+    "before relying on it."
+)
+
+
 def _findings(plan: AttackPlan, rows: dict[str, CellRow], models: list[str]) -> list[str]:
     lines = []
     found = credits(plan, rows)
@@ -173,12 +182,12 @@ def _findings(plan: AttackPlan, rows: dict[str, CellRow], models: list[str]) -> 
                 elif best.kept >= 0.95:
                     lines.append(
                         f"**{defense}** keeps its oblivious gain under the adaptive attack "
-                        f"against {where}: {numbers}."
+                        f"against {where}: {numbers}. {_KEPT_CAVEAT}"
                     )
                 else:
                     lines.append(
                         f"**{defense}** keeps {100 * best.kept:.0f}% of its oblivious gain "
-                        f"under the adaptive attack against {where}: {numbers}."
+                        f"under the adaptive attack against {where}: {numbers}. {_KEPT_CAVEAT}"
                     )
     return lines
 
@@ -275,6 +284,7 @@ def sanity_flags(
         if rises is not None:
             flags.append((where, rises))
         zero = 0
+        vanishing = 0
         unstable = 0
         total = 0
         for cell, row in done:
@@ -282,6 +292,8 @@ def sanity_flags(
             if records is None:
                 continue
             zero = max(zero, int(records["zero_gradient"].sum()))
+            if "vanishing_gradient" in records:  # stores written before the flag existed
+                vanishing = max(vanishing, int(records["vanishing_gradient"].sum()))
             unstable = max(unstable, int(records["unstable"].sum()))
             total = row.n
             if cell.defense.name == "none" and cell.setting.eps is not None:
@@ -290,7 +302,11 @@ def sanity_flags(
                 )
                 if flag is not None:
                     flags.append((f"{where}, eps={cell.setting.eps:g}", flag))
-        for flag in (zero_gradients(zero, total), unstable_predictions(unstable, total)):
+        for flag in (
+            zero_gradients(zero, total),
+            vanishing_gradients(vanishing, total),
+            unstable_predictions(unstable, total),
+        ):
             if flag is not None:
                 flags.append((where, flag))
     return flags

@@ -57,7 +57,7 @@ from robustlab.metrics import psnr
 from robustlab.seeding import derive_seed, make_generator
 from robustlab.study.config import StudyConfig
 from robustlab.study.executor import provide_model
-from robustlab.study.plan import DefenseSetting, PlannedModel
+from robustlab.study.plan import DefenseSetting, PlannedModel, dataset_key
 from robustlab.study.progress import SilentProgress
 from robustlab.study.store import CellRow, ResultsStore
 from robustlab.train.cache import ModelCache
@@ -187,7 +187,7 @@ def make_attack_plan(
             )
     defenses = [DefenseSetting(d.label, d.name, dict(d.params)) for d in config.defenses]
     scope = {
-        "dataset": config.dataset.model_dump(),
+        "dataset": dataset_key(config.dataset),
         "data": data_fingerprint,
         "attack_code": ATTACK_CODE_VERSION,
     }
@@ -227,6 +227,7 @@ class _Tally:
     labels: list[torch.Tensor] = field(default_factory=list)
     distance: list[torch.Tensor] = field(default_factory=list)
     zero_gradient: list[torch.Tensor] = field(default_factory=list)
+    vanishing_gradient: list[torch.Tensor] = field(default_factory=list)
     unstable: list[torch.Tensor] = field(default_factory=list)
     psnr_sum: float = 0.0
     psnr_count: int = 0
@@ -296,10 +297,14 @@ def attack_group(
     }
     unstable_by_defense: dict[str, torch.Tensor] = {}
     for x, y in dataset.test.batches(batch_size, device):
-        runs: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        runs: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         if oblivious_needed:
             result = attack.run(model, x, y, generators["oblivious"])
-            runs["oblivious"] = (result.adversarial, result.zero_gradient)
+            runs["oblivious"] = (
+                result.adversarial,
+                result.zero_gradient,
+                result.vanishing_gradient,
+            )
             if on_batch is not None:
                 on_batch(len(x))
         for label in sorted(adaptive):
@@ -307,19 +312,20 @@ def attack_group(
                 runs[label] = runs["oblivious"]  # no defence: the same attack
                 continue
             result = attack.run(surfaces[label].model, x, y, generators[label])
-            runs[label] = (result.adversarial, result.zero_gradient)
+            runs[label] = (result.adversarial, result.zero_gradient, result.vanishing_gradient)
             if on_batch is not None:
                 on_batch(len(x))
         for label, defense in defenses.items():
             unstable_by_defense[label] = _unstable_mask(nn.Sequential(defense, model), x)
         for cell in cells:
             run = "oblivious" if cell.protocol == "oblivious" else cell.defense.label
-            adversarial, zero_gradient = runs[run]
+            adversarial, zero_gradient, vanishing_gradient = runs[run]
             tally = tallies[cell.key]
             tally.predicted.append(_predict(model, defenses[cell.defense.label], adversarial))
             tally.labels.append(y)
             tally.distance.append(_distance(adversarial, x, setting.norm))
             tally.zero_gradient.append(zero_gradient)
+            tally.vanishing_gradient.append(vanishing_gradient)
             tally.unstable.append(unstable_by_defense[cell.defense.label])
             quality = psnr(adversarial, x)
             finite = torch.isfinite(quality)
@@ -361,6 +367,7 @@ def attack_group(
             "label": labels.to(torch.int16).numpy(),
             "distance": torch.cat(tally.distance).float().cpu().numpy(),
             "zero_gradient": torch.cat(tally.zero_gradient).cpu().numpy(),
+            "vanishing_gradient": torch.cat(tally.vanishing_gradient).cpu().numpy(),
             "unstable": torch.cat(tally.unstable).cpu().numpy(),
         }
         out[cell.key] = (row, records)

@@ -52,7 +52,7 @@ from robustlab.data.base import Dataset
 from robustlab.seeding import derive_seed, make_generator
 from robustlab.study.config import StudyConfig
 from robustlab.study.executor import provide_model
-from robustlab.study.plan import PlannedModel
+from robustlab.study.plan import PlannedModel, dataset_key
 from robustlab.study.progress import SilentProgress
 from robustlab.study.store import ResultsStore
 from robustlab.tensors import to_uint8
@@ -116,7 +116,7 @@ def plan_minimal_noise(
             params = method_params(config, method)
             key = _digest(
                 {
-                    "dataset": config.dataset.model_dump(),
+                    "dataset": dataset_key(config.dataset),
                     "data": data_fingerprint,
                     "model": model.key(),
                     "images": section.images,

@@ -27,13 +27,37 @@ from typing import Any
 from robustlab.degrade import create_degradation
 from robustlab.models.external import ExternalSource, factory_code_digest
 from robustlab.seeding import derive_seed
-from robustlab.study.config import ModelConfig, StudyConfig
+from robustlab.study.config import DatasetConfig, ModelConfig, StudyConfig
 from robustlab.train.loop import TrainingRecipe
+
+#: Dataset parameters that change only how fast the data is read, never the data itself (the
+#: data fingerprint does not depend on them): they are left out of every key.
+SPEED_ONLY_DATASET_PARAMS = frozenset({"workers"})
 
 
 def _digest(payload: Any) -> str:
     blob = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def dataset_key(dataset: DatasetConfig) -> dict[str, Any]:
+    """The part of a key that identifies the dataset configuration.
+
+    The configuration as dumped, less :data:`SPEED_ONLY_DATASET_PARAMS`; ``params`` is dropped
+    when nothing else is left, so a study that sets none of them (or only speed settings) has
+    the same keys as one written before dataset parameters existed.
+
+    Example:
+        >>> dataset_key(DatasetConfig(name="gtsrb", params={"workers": 2}))
+        {'name': 'gtsrb', 'test_limit': None, 'train_limit': None}
+    """
+    dumped = dataset.model_dump()
+    params = {
+        k: v for k, v in dumped.pop("params", {}).items() if k not in SPEED_ONLY_DATASET_PARAMS
+    }
+    if params:
+        dumped["params"] = params
+    return dumped
 
 
 @dataclass(frozen=True)
@@ -225,7 +249,7 @@ def make_plan(config: StudyConfig, data_fingerprint: str) -> Plan:
 
     groups: list[Group] = []
     cells: list[Cell] = []
-    scope = {"dataset": config.dataset.model_dump(), "data": data_fingerprint}
+    scope = {"dataset": dataset_key(config.dataset), "data": data_fingerprint}
     for model in models:
         for setting in settings:
             for trial in range(config.trials if setting.random else 1):
