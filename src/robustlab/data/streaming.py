@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -261,30 +261,22 @@ class _Decode(TorchDataset[_Outcome]):
         return torch.from_numpy(out), None
 
 
-class _Probe(TorchDataset[_Outcome]):
-    def __init__(self, paths: Sequence[str]):
+class _PerFile(TorchDataset[_Outcome]):
+    """``fn`` of every file of an index batch (in a worker); a ``DataError`` becomes a message.
+
+    ``fn`` must be a module-level function, so that worker processes can unpickle it.
+    """
+
+    def __init__(self, paths: Sequence[str], fn: Callable[[str], Any]):
         self.paths = paths
+        self.fn = fn
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: list[int]) -> _Outcome:  # type: ignore[override]
         try:
-            return [read_header(self.paths[i]) for i in index], None
-        except DataError as err:
-            return None, str(err)
-
-
-class _Hash(TorchDataset[_Outcome]):
-    def __init__(self, paths: Sequence[str]):
-        self.paths = paths
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: list[int]) -> _Outcome:  # type: ignore[override]
-        try:
-            return [file_digest(self.paths[i]) for i in index], None
+            return [self.fn(self.paths[i]) for i in index], None
         except DataError as err:
             return None, str(err)
 
@@ -322,7 +314,7 @@ def probe_images(paths: Sequence[str], workers: int = 0) -> list[ImageHeader]:
         DataError: naming the first file that is not a readable image.
     """
     headers: list[ImageHeader] = []
-    for part in _run(_Probe(paths), _chunks(len(paths), _PROBE_BATCH), workers):
+    for part in _run(_PerFile(paths, read_header), _chunks(len(paths), _PROBE_BATCH), workers):
         headers.extend(part)
     return headers
 
@@ -439,7 +431,9 @@ class StreamingSplit:
         """SHA-256 of every file's bytes (computed once, in the worker processes)."""
         if self._digests is None:
             found: list[str] = []
-            for part in _run(_Hash(self.paths), _chunks(len(self), _PROBE_BATCH), self.workers):
+            for part in _run(
+                _PerFile(self.paths, file_digest), _chunks(len(self), _PROBE_BATCH), self.workers
+            ):
                 found.extend(part)
             self._digests = found
         return self._digests

@@ -255,10 +255,32 @@ class DefenseConfig(PieceConfig):
         return self
 
 
-class DegradationConfig(PieceConfig):
-    """A degradation, its fixed parameters and the grid of swept values."""
+class SweptPieceConfig(PieceConfig):
+    """A piece with a grid of swept values: every combination is one setting."""
 
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+
+    def registered_severity(self) -> str | None:
+        """The piece's registered severity parameter (each kind of piece says which)."""
+        raise NotImplementedError(type(self).__name__)
+
+    @property
+    def swept(self) -> str | None:
+        """The parameter reported as ``severity``: the registered one if swept, else the first."""
+        severity = self.registered_severity()
+        if severity in self.grid:
+            return severity
+        return next(iter(self.grid), None)
+
+    def settings(self) -> list[dict[str, Any]]:
+        """Every parameter combination of the grid, merged over the fixed parameters."""
+        keys = list(self.grid)
+        combos = itertools.product(*(self.grid[k] for k in keys)) if keys else [()]
+        return [{**self.params, **dict(zip(keys, combo, strict=True))} for combo in combos]
+
+
+class DegradationConfig(SweptPieceConfig):
+    """A degradation, its fixed parameters and the grid of swept values."""
 
     @model_validator(mode="after")
     def _known(self) -> DegradationConfig:
@@ -272,22 +294,12 @@ class DegradationConfig(PieceConfig):
                 create_degradation(self.name, **params)
         return self
 
-    @property
-    def swept(self) -> str | None:
-        """The parameter reported as ``severity``: the registered one if swept, else the first."""
-        severity = DEGRADATIONS.entry(self.name).severity
-        if severity in self.grid:
-            return severity
-        return next(iter(self.grid), None)
-
-    def settings(self) -> list[dict[str, Any]]:
-        """Every parameter combination of the grid, merged over the fixed parameters."""
-        keys = list(self.grid)
-        combos = itertools.product(*(self.grid[k] for k in keys)) if keys else [()]
-        return [{**self.params, **dict(zip(keys, combo, strict=True))} for combo in combos]
+    def registered_severity(self) -> str | None:
+        """The degradation's registered severity parameter."""
+        return DEGRADATIONS.entry(self.name).severity
 
 
-class AttackConfig(PieceConfig):
+class AttackConfig(SweptPieceConfig):
     """An adversarial attack, its swept grid and the protocols it is evaluated under.
 
     ``grid`` values are lists or the name of a grid of :mod:`robustlab.attack.grids`
@@ -297,7 +309,6 @@ class AttackConfig(PieceConfig):
     uses BPDA's identity even where exact gradients exist).
     """
 
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
     protocols: list[Literal["oblivious", "adaptive"]] = Field(
         default_factory=lambda: ["oblivious", "adaptive"],  # type: ignore[arg-type]
         min_length=1,
@@ -331,21 +342,11 @@ class AttackConfig(PieceConfig):
                 ATTACKS.create(self.name, **params)
         return self
 
-    @property
-    def swept(self) -> str | None:
-        """The parameter reported as ``severity``: the registered one if swept, else the first."""
+    def registered_severity(self) -> str | None:
+        """The attack's registered severity parameter (``eps`` for the gradient attacks)."""
         from robustlab.attack import ATTACKS
 
-        severity = ATTACKS.entry(self.name).severity
-        if severity in self.grid:
-            return severity
-        return next(iter(self.grid), None)
-
-    def settings(self) -> list[dict[str, Any]]:
-        """Every parameter combination of the grid, merged over the fixed parameters."""
-        keys = list(self.grid)
-        combos = itertools.product(*(self.grid[k] for k in keys)) if keys else [()]
-        return [{**self.params, **dict(zip(keys, combo, strict=True))} for combo in combos]
+        return ATTACKS.entry(self.name).severity
 
 
 class ReferenceTable(_Strict):
