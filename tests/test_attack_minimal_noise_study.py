@@ -86,6 +86,7 @@ def test_study_section_runs_stores_resumes_and_reports(tmp_path: Path) -> None:
     config = parse_config(_study(tmp_path, generations=3))
     result = run_study(config, device="cpu", cache=ModelCache(tmp_path / "cache"))
     run = result.run_dir
+    assert (result.searches_run, result.searches_total) == (2, 2)
     files = {p.name: p.stat().st_mtime_ns for p in (run / "minimal_noise").iterdir()}
     assert set(files) == {"cnn-e2--ga.npz", "cnn-e2--szegedy.npz"}
     with (run / "minimal_noise.csv").open() as f:
@@ -107,10 +108,11 @@ def test_study_section_runs_stores_resumes_and_reports(tmp_path: Path) -> None:
     assert set(entries) == {"cnn-e2/ga", "cnn-e2/szegedy"}
 
     # A rerun computes nothing; a changed GA setting reruns the GA job alone.
-    run_study(config, device="cpu", cache=ModelCache(tmp_path / "cache"))
+    again = run_study(config, device="cpu", cache=ModelCache(tmp_path / "cache"))
+    assert again.searches_run == 0
     assert {p.name: p.stat().st_mtime_ns for p in (run / "minimal_noise").iterdir()} == files
     changed = parse_config(_study(tmp_path, generations=4))
-    run_study(changed, device="cpu", cache=ModelCache(tmp_path / "cache"))
+    assert run_study(changed, device="cpu", cache=ModelCache(tmp_path / "cache")).searches_run == 1
     after = {p.name: p.stat().st_mtime_ns for p in (run / "minimal_noise").iterdir()}
     assert after["cnn-e2--szegedy.npz"] == files["cnn-e2--szegedy.npz"]
     assert after["cnn-e2--ga.npz"] != files["cnn-e2--ga.npz"]

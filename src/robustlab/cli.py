@@ -46,8 +46,9 @@ DataDir = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
-        help="Folder holding MNIST/raw/..., FashionMNIST/raw/...; default $ROBUSTLAB_DATA, "
-        "then the user cache (~/.cache/robustlab/data).",
+        help="Data directory (MNIST/raw/, FashionMNIST/raw/, cifar-10-batches-bin/, SVHN/, "
+        "GTSRB/, relative folder: datasets); default $ROBUSTLAB_DATA, then the user cache "
+        "(~/.cache/robustlab/data). Missing files are downloaded there.",
     ),
 ]
 
@@ -77,8 +78,9 @@ def run(
 ) -> None:
     """Run a study: train (or reuse cached) models, evaluate every cell, write the report.
 
-    Rerunning the same study skips finished cells and cached models, so an interrupted run
-    (Ctrl-C, kill) resumes where it stopped.
+    Cells are degradations, attacks (oblivious and adaptive) and the minimal-noise search the
+    study file names, for every model and defence. Rerunning the same study skips finished
+    cells and cached models, so an interrupted run (Ctrl-C, kill) resumes where it stopped.
     """
     from robustlab.study.runner import resolve_config_path, run_studies
 
@@ -98,9 +100,14 @@ def run(
     except RobustlabError as err:
         raise _fail(err) from None
     for result in results:
+        searches = (
+            f", {result.searches_run} minimal-noise searches ({result.searches_total} in the study)"
+            if result.searches_total
+            else ""
+        )
         console.print(
             f"{result.run_dir.name}: {result.cells_run} cells computed "
-            f"({result.cells_total} in the study) in {result.seconds:.1f} s"
+            f"({result.cells_total} in the study){searches} in {result.seconds:.1f} s"
         )
         console.print(f"report:  {result.report_html}")
         console.print(f"         {result.report_md}")

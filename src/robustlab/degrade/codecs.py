@@ -46,17 +46,14 @@ parallel). JPEG 2000 runs chunks on
 a pool of forked worker processes on Linux (started on first use and kept); elsewhere, or when
 the pool cannot be used, it codes in the calling thread.
 
-Speed in images/s, 1,024 images, best of 3-7 runs, 2 CPU cores shared with other work (load
-2.5-3), torch on 1 thread; MNIST test images and 32x32 RGB crops of scikit-image's photos::
-
-                                  1x28x28 (MNIST)   3x32x32 (CIFAR-like)
-    jpeg, quality 10                 206,000-230,000      55,000
-    Pillow, one image at a time           12,700          10,700
-    jpeg2000, ratio 20                     9,600           4,400
-    Pillow/OpenJPEG, one at a time         5,200           2,400
-
-Colour JPEG is bound by libjpeg's per-image decoder set-up: about 22 us an image through
-Pillow, 10 us through OpenCV's ``imdecode``, which is why colour images are decoded there.
+Speed: against the fastest peer in the same run (``benchmarks/PEERS.md``, 1,024 images, one
+torch thread, idle 2-core machine), JPEG at quality 10 is 1.3-1.8x OpenCV's per-image
+``imencode`` / ``imdecode`` on 28x28 grey and 1.1-1.3x on 32x32 RGB; JPEG 2000 at 20:1 is
+1.7-1.9x Pillow/OpenJPEG per image (two worker processes). Colour JPEG is bound by libjpeg's
+per-image decoder set-up, about 22 us an image through Pillow and 10 us through OpenCV's
+``imdecode``, which is why colour images are decoded there; both link libjpeg-turbo with the
+same default (islow) IDCT and fancy upsampling, and the tests compare every configuration with
+Pillow pixel for pixel, so an OpenCV build that decoded differently would fail them.
 
 Example:
     >>> import torch

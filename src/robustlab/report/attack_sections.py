@@ -210,7 +210,12 @@ def _accuracy_tables(
                     continue
                 values = [rows.get(c.key) for c in cells]
                 body.append([stored, *(_pct(r.accuracy) if r else "–" for r in values)])
-            n = {r.n for c in plan.cells if (r := rows.get(c.key)) is not None}
+            n = {
+                r.n
+                for c in plan.cells
+                if c.model.id == model.id and c.setting.label == attack
+                if (r := rows.get(c.key)) is not None
+            }
             blocks.append(
                 Table(
                     header,
@@ -426,8 +431,9 @@ def attack_blocks(store: ResultsStore, models: list[PlannedModel]) -> list[Block
         blocks.append(
             Paragraph(
                 "None tripped: accuracy never rises with the attack strength, the undefended "
-                "model is fooled everywhere at very large budgets (where run), no input "
-                "gradient is exactly zero and predictions do not change between calls."
+                "model is fooled everywhere at very large budgets (where run), input "
+                "gradients neither vanish nor are exactly zero and predictions do not change "
+                "between calls."
             )
         )
     blocks += _accuracy_tables(plan, rows, models)

@@ -137,9 +137,11 @@ def _headlines(plan: Plan, stats: dict[StatKey, Stat]) -> list[str]:
                 )
                 continue
             cut = error_reduction(bare.errors_mean, best[0])
+            assert cut is not None  # a defence made fewer errors, so the bare model made some
+            share = f"{cut:.0f}%" if abs(cut) >= 1 else f"{cut:.1f}%"  # not "0% fewer"
             lines.append(
                 f"{model.id}, {label} at {swept}={top:g}: **{best[1]}** cuts errors from "
-                f"{bare.errors_mean:.0f} to {best[0]:.0f} out of {bare.n:,} ({cut:.0f}% fewer)."
+                f"{bare.errors_mean:.0f} to {best[0]:.0f} out of {bare.n:,} ({share} fewer)."
             )
     return lines
 

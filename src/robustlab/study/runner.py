@@ -28,7 +28,7 @@ from robustlab.seeding import derive_seed
 from robustlab.study.attack_executor import attack_csv_rows, execute_attacks, make_attack_plan
 from robustlab.study.config import StudyConfig, load_config, load_configs
 from robustlab.study.executor import EvalOptions, GroupCallback, execute
-from robustlab.study.minimal_noise_runner import run_minimal_noise
+from robustlab.study.minimal_noise_runner import plan_minimal_noise, run_minimal_noise
 from robustlab.study.plan import Plan, make_plan
 from robustlab.study.progress import RichProgress, SilentProgress
 from robustlab.study.store import STORE_NAME, ResultsStore
@@ -51,6 +51,8 @@ class RunResult:
     cells_run: int
     cells_total: int
     seconds: float
+    searches_run: int = 0  # minimal-noise jobs (model x method) computed by this run
+    searches_total: int = 0
 
 
 def builtin_config(name: str) -> Path:
@@ -231,7 +233,7 @@ def run_study(
                 batch_size=config.batch_size,
                 progress=reporter,
             )
-            run_minimal_noise(
+            searches_run = run_minimal_noise(
                 config,
                 plan.models,
                 dataset,
@@ -256,6 +258,8 @@ def run_study(
         cells_run=ran,
         cells_total=len(plan.cells) + len(attack_plan.cells),
         seconds=time.perf_counter() - began,
+        searches_run=searches_run,
+        searches_total=len(plan_minimal_noise(config, fingerprint, plan.models)),
     )
 
 
