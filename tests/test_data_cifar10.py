@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-import http.server
 import io
 import tarfile
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -163,31 +159,10 @@ def test_unsafe_archive_is_refused_and_writes_nothing_outside(tmp_path: Path) ->
     assert sorted(p.name for p in data.iterdir()) == ["cifar-10-binary.tar.gz"]
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    root = tmp_path / "served"
-    root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
 def test_download_verifies_and_extracts(
-    tmp_path: Path, served: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, http_root: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root, url = served
+    root, url = http_root
     payload = _archive_bytes(tmp_path)
     (root / "cifar-10-binary.tar.gz").write_bytes(payload)
     source = dataclasses.replace(
@@ -202,9 +177,9 @@ def test_download_verifies_and_extracts(
 
 
 def test_download_with_bad_checksum_is_refused(
-    tmp_path: Path, served: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, http_root: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root, url = served
+    root, url = http_root
     (root / "cifar-10-binary.tar.gz").write_bytes(_archive_bytes(tmp_path))
     source = dataclasses.replace(
         cifar_module._SOURCE, url=url + "cifar-10-binary.tar.gz", md5="0" * 32

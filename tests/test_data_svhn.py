@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,31 +137,10 @@ def test_missing_extra_offline(tmp_path: Path) -> None:
         load_dataset("svhn", data_dir=str(tmp_path), download=False, extra=True)
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    root = tmp_path / "served"
-    root.mkdir()
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
 def test_missing_files_are_downloaded_and_verified(
-    tmp_path: Path, served: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, http_root: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    root, url = served
+    root, url = http_root
     _write_svhn(root, {"train": 4, "test": 3})
     md5 = {
         split: hashlib.md5((root / "SVHN" / f"{split}_32x32.mat").read_bytes()).hexdigest()
