@@ -113,8 +113,8 @@ def test_adaptive_evaluation_of_median_and_jpeg_and_the_report_says_what_it_foun
     )
     result = run_study(config, data_dir=mnist_dir)
     with result.results_csv.open() as f:
-        rows = {r["defense"]: float(r["accuracy"]) for r in csv.DictReader(f)
-                if r["degradation"] == "pgd"}  # fmt: skip
+        rows = {f"{r['defense']} ({r['protocol']})": float(r["accuracy"])
+                for r in csv.DictReader(f) if r["degradation"] == "pgd"}  # fmt: skip
     bare = rows["none (oblivious)"]
     report = result.report_md.read_text()
     for defense in ("median", "jpeg"):

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from robustlab.errors import ConfigError
+from robustlab.study.artefacts import ArtefactProvider
 from robustlab.study.attack_executor import AttackGroup, execute_attacks, make_attack_plan
 from robustlab.study.config import StudyConfig, parse_config
 from robustlab.study.plan import make_plan
@@ -102,9 +103,10 @@ def test_attack_study_runs_reports_and_resumes(tmp_path: Path) -> None:
         raise Stop
 
     with pytest.raises(Stop):
+        provider = ArtefactProvider(dataset, store, device=torch.device("cpu"), cache=ModelCache())
         execute_attacks(
-            plan, dataset, store, device=torch.device("cpu"), cache=ModelCache(),
-            batch_size=config.batch_size, after_group=stop,
+            plan, dataset, store, provider=provider, batch_size=config.batch_size,
+            after_group=stop,
         )  # fmt: skip
     first = len(store.finished_keys())
     store.close()
@@ -116,12 +118,18 @@ def test_attack_study_runs_reports_and_resumes(tmp_path: Path) -> None:
         rows = list(csv.DictReader(f))
     attack_rows = [r for r in rows if r["degradation"] in ("pgd", "pgd-steps", "fgsm")]
     assert len(attack_rows) == 33
-    assert {r["defense"] for r in attack_rows} >= {"median (oblivious)", "jpeg (adaptive)"}
+    assert {(r["defense"], r["protocol"]) for r in attack_rows} >= {
+        ("median", "oblivious"),
+        ("jpeg", "adaptive"),
+    }
+    assert {r["kind"] for r in attack_rows} == {"attack"}
     # the model has learned: clean accuracy well above chance (10%)
     clean = [
         float(r["accuracy"])
         for r in attack_rows
-        if r["defense"] == "none (oblivious)" and json.loads(r["params"])["eps"] == 0.0
+        if r["defense"] == "none"
+        and r["protocol"] == "oblivious"
+        and json.loads(r["params"])["eps"] == 0.0
     ]
     assert len(clean) == 1 and clean[0] >= 0.6
     worst = [r for r in rows if r["degradation"] == "worst-case"]
@@ -142,7 +150,7 @@ def test_attack_study_runs_reports_and_resumes(tmp_path: Path) -> None:
     spread = False
     for w in worst:
         eps = json.loads(w["params"])["eps"]
-        same = [r for r in attack_rows if r["defense"].startswith(w["defense"] + " (")
+        same = [r for r in attack_rows if r["defense"] == w["defense"]
                 and json.loads(r["params"])["eps"] == eps]  # fmt: skip
         # every setting at this budget: pgd in 2 protocols; at eps 0.1 also pgd-steps (steps
         # 1 and 2, 2 protocols) and adaptive fgsm

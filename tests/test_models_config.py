@@ -1,4 +1,4 @@
-"""Study entries for user models: validation, planning (ids, keys) and provide_model."""
+"""Study entries for user models: validation, planning (ids, keys) and the provider."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 from robustlab.data.base import Dataset, Split
 from robustlab.errors import ConfigError, ModelError
 from robustlab.models.external import file_digest
+from robustlab.study.artefacts import ArtefactProvider
 from robustlab.study.config import parse_config
-from robustlab.study.executor import provide_model
 from robustlab.study.plan import make_plan
 from robustlab.study.progress import SilentProgress
 from robustlab.study.store import ResultsStore
@@ -195,19 +195,18 @@ def _digits(n: int = 40) -> Dataset:
     return Dataset("toy", split, split, [str(i) for i in range(10)])
 
 
-def test_provide_model_loads_and_records_a_pretrained_model(weights: Path, tmp_path: Path) -> None:
+def test_provider_loads_and_records_a_pretrained_model(weights: Path, tmp_path: Path) -> None:
     entry = {"name": "pre", "factory": "digits_arch:make_net", "weights": str(weights)}
     (planned,) = make_plan(parse_config(_study([entry])), "fp").models
     store = ResultsStore(tmp_path / "results.sqlite")
     try:
-        model = provide_model(
-            planned,
+        model = ArtefactProvider(
             _digits(),
             store,
             device=torch.device("cpu"),
             cache=ModelCache(tmp_path / "cache"),
             progress=SilentProgress(),
-        )
+        ).provide(planned)
         assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
         record = store.models()["pre"]
         assert record["path"] == str(weights)
@@ -217,20 +216,19 @@ def test_provide_model_loads_and_records_a_pretrained_model(weights: Path, tmp_p
     assert not (tmp_path / "cache").exists()  # nothing trained, nothing cached
 
 
-def test_provide_model_probes_an_architecture_before_training(tmp_path: Path) -> None:
+def test_provider_probes_an_architecture_before_training(tmp_path: Path) -> None:
     # A CIFAR-10 network on 28x28 grey digits fails at once, naming the shapes.
     entry = {"name": "cifar", "architecture": "aghdam2016_cifar10", "epochs": [1]}
     (planned,) = make_plan(parse_config(_study([entry])), "fp").models
     store = ResultsStore(tmp_path / "results.sqlite")
     try:
         with pytest.raises(ModelError, match=r"dummy batch of shape \(2, 1, 28, 28\) failed"):
-            provide_model(
-                planned,
+            ArtefactProvider(
                 _digits(),
                 store,
                 device=torch.device("cpu"),
                 cache=ModelCache(tmp_path / "cache"),
                 progress=SilentProgress(),
-            )
+            ).provide(planned)
     finally:
         store.close()

@@ -139,7 +139,7 @@ def test_monte_carlo_copies_quality_and_records(tmp_path: Path) -> None:
     assert float(noisy[0]["ssim"]) < 1.0
     # Per-sample records: 2 of the 4 copies of every image, for each cell.
     store = ResultsStore(result.run_dir / "results.sqlite")
-    cells = [c for c in store.cells() if c.degradation == "gaussian_noise" and c.defense == "none"]
+    cells = [c for c in store.cells() if c.setting == "gaussian_noise" and c.defense == "none"]
     records = store.records(cells[0].key)
     store.close()
     assert records is not None and len(records["label"]) == 200 * 2

@@ -32,6 +32,7 @@ from robustlab.registry import Registry
 from robustlab.seeding import make_generator
 from robustlab.spec import parse_spec
 from robustlab.tensors import to_uint8
+from robustlab.train.strategy import STRATEGIES, load_builtin_strategies
 
 app = typer.Typer(
     help="Measure and improve how well image classifiers survive degraded and attacked inputs.",
@@ -274,6 +275,7 @@ class Kind(str, enum.Enum):
     degradations = "degradations"
     defenses = "defenses"
     attacks = "attacks"
+    strategies = "strategies"
     suites = "suites"
 
 
@@ -295,7 +297,7 @@ def _registry_table(title: str, registry: Registry[object]) -> Table:
 def list_pieces(
     kind: Annotated[Kind, typer.Argument(help="Which registry to show.")] = Kind.all,
 ) -> None:
-    """List datasets, models, degradations, defences, attacks and severity suites.
+    """List datasets, models, degradations, defences, attacks, training strategies and suites.
 
     The parameter a study sweeps by default (its severity) is shown in bold.
     """
@@ -305,7 +307,9 @@ def list_pieces(
         ("degradations", DEGRADATIONS),  # type: ignore[list-item]
         ("defenses", DEFENSES),  # type: ignore[list-item]
         ("attacks", ATTACKS),  # type: ignore[list-item]
+        ("strategies", STRATEGIES),  # type: ignore[list-item]
     ]
+    load_builtin_strategies()
     for name, registry in shown:
         if kind in (Kind.all, Kind(name)):
             console.print(_registry_table(name, registry))

@@ -6,7 +6,9 @@ gradient's sign for L-inf, the gradient scaled to unit L2 norm for L2. After eve
 iterate is projected back onto the intersection of the ``eps`` ball and the box ``[0, 1]``;
 the last iterate is the adversarial example. **FGSM** (Goodfellow et al. 2015) is one step of
 size ``eps`` from the image itself; for L2 it is the fast gradient method (one normalised
-step).
+step). With ``random_start`` it is Wong et al.'s (2020, "Fast is better than free") FGSM-RS: one
+step from a uniformly random point of the ``eps`` ball, of ``step_size`` (they use ``1.25 *
+eps``), projected back onto the ball and the box.
 
 Defaults: 40 steps and ``step_size = 2.5 * eps / steps``, the choice of Madry et al. (a total
 path of 2.5 ``eps``, so that a step can leave the ball's boundary and come back). Foolbox's
@@ -144,25 +146,49 @@ class FGSM(Attack):
     ``x' = clip(x + eps * sign(grad_x CE(f(x), y)), 0, 1)`` (Goodfellow et al. 2015). With
     ``norm="l2"`` the step is ``eps * g / ||g||_2`` (the fast gradient method).
 
+    With ``random_start=True`` the step starts from a uniformly random point of the ``eps``
+    ball (drawn from the generator, clipped to the box) and the result is projected back onto
+    the ball and the box: Wong et al.'s (2020) FGSM-RS, which their "fast" adversarial training
+    runs with ``step_size = 1.25 * eps`` (``fgsm:eps=0.1,random_start=true,step_size=0.125``).
+
     Args:
         eps: perturbation budget in the ``[0, 1]`` pixel scale, ``>= 0``.
         norm: ``linf`` or ``l2``.
         channels_last: run convolutions in channels-last order (faster on CPU; the numbers
             can differ from the default layout in the last bits).
+        random_start: start at a uniformly random point of the ``eps`` ball instead of at the
+            image (False by default: Goodfellow's FGSM).
+        step_size: absolute size of the step; ``eps`` when None. An absolute value, so it does
+            not follow ``eps`` when a grid varies it.
     """
 
-    def __init__(self, eps: float = 0.3, norm: str = "linf", channels_last: bool = True) -> None:
+    def __init__(
+        self,
+        eps: float = 0.3,
+        norm: str = "linf",
+        channels_last: bool = True,
+        random_start: bool = False,
+        step_size: float | None = None,
+    ) -> None:
         self.eps = check_eps(eps)
         self.norm = check_norm(norm)
         self.channels_last = bool(channels_last)
+        self.random_start = bool(random_start)
+        self.step_size = _check_positive("step_size", step_size)
+
+    @property
+    def random(self) -> bool:
+        """A random start draws from the generator (nothing to draw when ``eps`` is 0)."""
+        return self.random_start and self.eps > 0
 
     def perturb(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
     ) -> AttackResult:
-        """One step of size ``eps`` from ``x``."""
+        """One step of size ``step_size`` (``eps``) from ``x`` or from a random start."""
+        step = self.eps if self.step_size is None else self.step_size
         return gradient_ascent(
-            model, x, y, eps=self.eps, norm=self.norm, steps=1, step_size=self.eps,
-            random_start=False, generator=None,
+            model, x, y, eps=self.eps, norm=self.norm, steps=1, step_size=step,
+            random_start=self.random_start, generator=generator if self.random_start else None,
         )  # fmt: skip
 
 

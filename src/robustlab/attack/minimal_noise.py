@@ -27,10 +27,14 @@ is that this overshoots the boundary, which the margin column of the comparison 
 
 Choices where the paper is silent (all parameters of :class:`GeneticParams`): noise and
 ``X + r`` live in the ``[0, 1]`` pixel scale (the paper's mutation range [-10, 10] reads as
-0-255 units: our default mutation step is 8/255); the box ``X + r`` in ``[0, 1]`` is enforced by
-clipping every offspring; the initial population is the zero noise plus uniform noise at
-scales spread evenly up to ``init_scale``; mutation is Gaussian (the brief; the paper says
-"a small number in [-10, 10]"); ``lambda``, ``beta``, population and generations are ours.
+0-255 units, i.e. +-10/255 = +-0.039 here); the box ``X + r`` in ``[0, 1]`` is enforced by
+clipping every offspring (and the initial population); the initial population is the zero
+noise plus uniform noise at scales spread evenly up to ``init_scale`` (default 3.0, so the
+larger scales are cut by that clipping); mutation is Gaussian (the brief; the paper says "a
+small number in [-10, 10]" added to "some of the genes"): by default each gene is mutated with
+probability ``mutation_rate`` = 0.05 by adding N(0, ``mutation_sigma``^2) with
+``mutation_sigma`` = 0.1, i.e. a standard deviation of 25.5 in 0-255 units, wider than the
+paper's range; ``lambda``, ``beta``, population and generations are ours.
 
 Example:
     >>> import torch

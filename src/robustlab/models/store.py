@@ -51,6 +51,14 @@ class ModelCard(BaseModel):
     train_seconds: float = 0.0
     cache_key: str = ""
     robustlab_version: str = ""
+    strategy: str = "standard"
+    strategy_params: dict[str, Any] = Field(default_factory=dict)
+    parents: dict[str, Any] = Field(
+        default_factory=dict, description="role -> {id, cache_key, epochs} of each parent"
+    )
+    betas: list[float] | None = None
+    train_accuracy: float | None = None
+    images_seen: int | None = None
 
 
 def _paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -113,6 +121,12 @@ def load_model(path: str | os.PathLike[str], device: str = "cpu") -> nn.Module:
             f"no weights at {weights} (the card {weights.with_suffix('.json')} exists)"
         )
     model = create_model(card.architecture, **card.params)
+    if card.strategy != "standard":
+        # A strategy that starts from a parent may change the network (a new head); rebuild
+        # that structure, then load the trained weights over it.
+        from robustlab.train.strategy import create_strategy
+
+        model = create_strategy(card.strategy, **card.strategy_params).adapt(model)
     try:
         model.load_state_dict(load_file(str(weights), device="cpu"))
     except (RuntimeError, OSError) as err:

@@ -30,9 +30,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from torch import nn
 
-from robustlab.attack.adaptive import attack_surface
 from robustlab.attack.sanity import (
     SanityFlag,
     accuracy_rises,
@@ -41,15 +39,12 @@ from robustlab.attack.sanity import (
     vanishing_gradients,
     zero_gradients,
 )
-from robustlab.defend import create_defense
 from robustlab.report.document import Block, Bullets, Figure, Heading, Paragraph, Table
 from robustlab.study.attack_executor import (
     AttackCell,
     AttackPlan,
-    make_attack_plan,
     worst_case,
 )
-from robustlab.study.config import StudyConfig
 from robustlab.study.plan import PlannedModel
 from robustlab.study.store import CellRow, ResultsStore
 
@@ -317,19 +312,6 @@ def sanity_flags(
     return flags
 
 
-def _methods(plan: AttackPlan) -> list[str]:
-    lines = []
-    modes = {(s.gradient, s.eot_samples) for s in plan.settings}
-    for d in plan.defenses:
-        if d.name == "none":
-            continue
-        defense = create_defense(d.name, **d.params)
-        for gradient, eot in sorted(modes):
-            method = attack_surface(nn.Identity(), defense, gradient=gradient, eot_samples=eot)  # type: ignore[arg-type]
-            lines.append(f"{d.label}: adaptive attacks use {method.method}")
-    return list(dict.fromkeys(lines))
-
-
 def _curves(
     plan: AttackPlan, rows: dict[str, CellRow], store: ResultsStore, model: PlannedModel
 ) -> bytes | None:
@@ -391,17 +373,14 @@ def _curves(
     return buffer.getvalue()
 
 
-def attack_blocks(store: ResultsStore, models: list[PlannedModel]) -> list[Block]:
-    """The attack section of the report (empty when the study runs no attacks).
+def attack_blocks(plan: AttackPlan, store: ResultsStore, models: list[PlannedModel]) -> list[Block]:
+    """The attack section of the report, from the stored attack plan.
 
     Args:
+        plan: the study's attack plan as stored (:meth:`AttackPlan.from_json`).
         store: the results store of the run.
-        models: the study's planned models (``make_plan(...).models``).
+        models: the study's models.
     """
-    config = StudyConfig.model_validate(store.get_meta("config"))
-    if not config.attacks:
-        return []
-    plan = make_attack_plan(config, store.get_meta("data_fingerprint", ""), models)
     rows = {r.key: r for r in store.cells([c.key for c in plan.cells])}
     shape = store.get_meta("dataset", {}).get("image_shape") or [1, 1, 1]
     dims = math.prod(int(v) for v in shape)
@@ -417,7 +396,7 @@ def attack_blocks(store: ResultsStore, models: list[PlannedModel]) -> list[Block
             "attacker. Robust accuracy is measured on the real defence in both cases."
         ),
     ]
-    methods = _methods(plan)
+    methods = plan.methods
     if methods:
         blocks.append(Bullets(methods))
     findings = _findings(plan, rows, [m.id for m in models])

@@ -1,10 +1,11 @@
 """Build ``report.md`` and ``report.html`` from a run directory's results store alone.
 
-The report re-plans the study from the configuration stored in the store, reads the finished
-cells and example images, and lays out: the models, the headline findings, one error table per
-model and degradation (errors out of N, rows = defences, the paper's layout), the paper's
-numbers beside ours when the study names a reference, accuracy-vs-severity curves and a grid of
-example images (clean, degraded, defended).
+The store holds the study as run: its validated configuration and its *resolved plan* (the
+models with their artefact graph and every part's cells or jobs, written by the runner). The
+report decodes that plan, reads the finished results and lays out: the study's status, the
+findings of every part, the models (strategy, parent, training time, images seen), then each
+part's sections (:mod:`robustlab.study.parts`). It never re-plans the study, imports a user's
+file, builds a defence or loads a model.
 
 Example:
     >>> # build_report(Path("runs/quickstart")) -> (report.md path, report.html path)
@@ -12,369 +13,159 @@ Example:
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import numpy as np
-
-from robustlab.metrics import error_reduction, precision_recall
-from robustlab.report.attack_sections import attack_blocks
+from robustlab.errors import RobustlabError
 from robustlab.report.document import (
     Block,
     Bullets,
     Details,
-    Figure,
     Heading,
     Paragraph,
     Table,
     to_html,
     to_markdown,
 )
-from robustlab.report.minimal_noise_sections import minimal_noise_blocks
-from robustlab.report.plots import accuracy_curves, montage_figure
-from robustlab.report.sections import (
-    improvement_tables,
-    mce_table,
-    per_class_tables,
-    quality_tables,
-    scatter_figures,
-)
-from robustlab.report.summary import Stat, StatKey, summarise
-from robustlab.study.config import PerClassReference, ReferenceTable, StudyConfig
-from robustlab.study.plan import Plan, Setting, make_plan
-from robustlab.study.store import STORE_NAME, CellRow, ResultsStore
+from robustlab.report.leaderboard import leaderboard_blocks
+from robustlab.study.attack_executor import AttackPlan
+from robustlab.study.config import StudyConfig
+from robustlab.study.plan import Plan, PlannedModel
+from robustlab.study.store import STORE_NAME, ResultsStore
+
+PLAN_META = "plan"  # the store's meta entry holding the resolved plan
+PLAN_VERSION = 1
 
 
-def _fmt_errors(stat: Stat | None) -> str:
-    if stat is None:
-        return "–"
-    if stat.trials > 1:
-        return f"{stat.errors_mean:.1f} ± {stat.errors_std:.1f}"
-    return f"{stat.errors_mean:.0f}"
+def encode_plan(models: list[PlannedModel], parts: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The resolved plan as stored: models (parents first) and each used part's plan."""
+    return {
+        "version": PLAN_VERSION,
+        "models": [m.to_json() for m in models],
+        "parts": parts,
+    }
 
 
-def _fmt_severity(value: float | None) -> str:
-    return "clean" if value is None else f"{value:g}"
+def decode_models(stored: dict[str, Any]) -> list[PlannedModel]:
+    """The stored models, parents resolved (they are stored before their children)."""
+    known: dict[str, PlannedModel] = {}
+    for data in stored["models"]:
+        known[data["id"]] = PlannedModel.from_json(data, known)
+    return list(known.values())
 
 
-def _severities(plan: Plan) -> dict[str, tuple[str | None, list[float]]]:
-    out: dict[str, tuple[str | None, list[float]]] = {}
-    for s in plan.settings:
-        if s.name == "none":
-            continue
-        _, values = out.setdefault(s.label, (s.severity_name, []))
-        if s.severity is not None and s.severity not in values:
-            values.append(s.severity)
-    return out
+def _stored_plan(store: ResultsStore) -> dict[str, Any]:
+    stored = store.get_meta(PLAN_META)
+    if stored is None or stored.get("version") != PLAN_VERSION:
+        raise RobustlabError(
+            f"{store.path} holds no resolved plan of this robustlab version (it was written by "
+            "an older one); run the study once more into the same run directory "
+            "(`robustlab run STUDY.yaml -o RUN_DIR`): finished cells are kept and not "
+            "recomputed, and the report is written again"
+        )
+    return dict(stored)
 
 
-def _error_tables(plan: Plan, stats: dict[StatKey, Stat]) -> list[Block]:
-    blocks: list[Block] = []
-    severities = _severities(plan)
-    for model in plan.models:
-        blocks.append(Heading(f"{model.id} ({model.length})", 3))
-        for label, (swept, values) in severities.items():
-            header = ["defence", "no noise", *(f"{swept}={v:g}" for v in values)]
-            rows = []
-            for d in plan.defenses:
-                base_row = [_fmt_errors(stats.get((model.id, d.label, "clean", None)))]
-                for v in values:
-                    stat = stats.get((model.id, d.label, label, v))
-                    text = _fmt_errors(stat)
-                    bare = stats.get((model.id, "none", label, v))
-                    if d.name != "none" and stat is not None and bare is not None:
-                        cut = error_reduction(bare.errors_mean, stat.errors_mean)
-                        if cut is not None:
-                            text += f" ({-cut:+.0f}%)"
-                    base_row.append(text)
-                rows.append([d.label, *base_row])
-            n_clean = {s.n for k, s in stats.items() if k[0] == model.id and k[2] == "clean"}
-            n_noisy = {s.n for k, s in stats.items() if k[0] == model.id and k[2] == label}
-            out_of = ", ".join(f"{n:,}" for n in sorted(n_clean | n_noisy))
-            if n_clean and n_noisy and n_clean != n_noisy:
-                out_of = f"{min(n_clean):,} clean / {max(n_noisy):,} degraded (images x copies)"
-            blocks.append(
-                Table(
-                    header, rows, caption=f"{label}: errors out of {out_of} (change vs no defence)"
-                )
-            )
-    return blocks
-
-
-def _headlines(plan: Plan, stats: dict[StatKey, Stat]) -> list[str]:
-    lines = []
-    severities = _severities(plan)
-    for model in plan.models:
-        for label, (swept, values) in severities.items():
-            if not values:
-                continue
-            # The most damaging setting for the bare model: for noise that is the largest
-            # sigma, for JPEG the smallest quality; the stored results say which.
-            scored = [
-                (stats[k].errors_mean, v)
-                for v in values
-                if (k := (model.id, "none", label, v)) in stats
-            ]
-            if not scored:
-                continue
-            top = max(scored)[1]
-            bare = stats[(model.id, "none", label, top)]
-            best = min(
-                (
-                    (stats[(model.id, d.label, label, top)].errors_mean, d.label)
-                    for d in plan.defenses
-                    if (model.id, d.label, label, top) in stats
-                ),
-                default=None,
-            )
-            if best is None:
-                continue
-            if best[1] == "none" or math.isclose(best[0], bare.errors_mean):
-                lines.append(
-                    f"{model.id}, {label} at {swept}={top:g}: no defence beats the bare model "
-                    f"({bare.errors_mean:.0f} errors out of {bare.n:,})."
-                )
-                continue
-            cut = error_reduction(bare.errors_mean, best[0])
-            assert cut is not None  # a defence made fewer errors, so the bare model made some
-            share = f"{cut:.0f}%" if abs(cut) >= 1 else f"{cut:.1f}%"  # not "0% fewer"
-            lines.append(
-                f"{model.id}, {label} at {swept}={top:g}: **{best[1]}** cuts errors from "
-                f"{bare.errors_mean:.0f} to {best[0]:.0f} out of {bare.n:,} ({share} fewer)."
-            )
-    return lines
-
-
-def _pooled_confusion(rows: list[CellRow], model: str, degradation: str) -> np.ndarray | None:
-    pooled = None
-    for r in rows:
-        if r.model == model and r.defense == "none" and r.degradation == degradation:
-            matrix = np.asarray(r.confusion, dtype=np.int64)
-            pooled = matrix if pooled is None else pooled + matrix
-    return pooled
-
-
-def _per_class_reference(
-    table: PerClassReference, rows: list[CellRow], classes: list[str]
-) -> Table:
-    ours: list[tuple[np.ndarray, float] | None] = []
-    for column in table.columns:
-        matrix = _pooled_confusion(rows, table.model, column)
-        if matrix is None:
-            ours.append(None)
-            continue
-        precision, recall = precision_recall(matrix)
-        values = precision if table.metric == "precision" else recall
-        ours.append((values, float(np.trace(matrix) / matrix.sum())))
-    body = []
-    for name, paper_values in table.rows.items():
-        index = classes.index(name) if name in classes else None
-        row = [name]
-        for column_ours, paper in zip(ours, paper_values, strict=True):
-            mine = "–"
-            if column_ours is not None and index is not None:
-                mine = f"{column_ours[0][index]:.2f}"
-            row.append(f"{mine} / {'–' if paper is None else f'{paper:.2f}'}")
-        body.append(row)
-    if table.accuracy is not None:
-        row = ["top-1 accuracy"]
-        for column_ours, paper in zip(ours, table.accuracy, strict=True):
-            mine = "–" if column_ours is None else f"{column_ours[1]:.4f}"
-            row.append(f"{mine} / {'–' if paper is None else f'{paper:.4f}'}")
-        body.append(row)
-    return Table(
-        ["class", *table.columns],
-        body,
-        caption=f"{table.title} ({table.metric}, model {table.model}, no defence, pooled)",
-    )
-
-
-def _reference_blocks(
-    config: StudyConfig, stats: dict[StatKey, Stat], rows: list[CellRow], classes: list[str]
-) -> list[Block]:
-    reference = config.reference
-    if reference is None:
-        return []
-    blocks: list[Block] = [
-        Heading("Paper vs ours", 2),
-        Paragraph(f"Reference: {reference.citation.strip()}. Each cell reads **ours / paper**."),
-    ]
-    if reference.notes:
-        blocks.append(Bullets(reference.notes))
-    for table in reference.tables:
-        blocks.append(_reference_table(table, stats))
-    for per_class in reference.per_class:
-        blocks.append(_per_class_reference(per_class, rows, classes))
-    return blocks
-
-
-def _reference_table(table: ReferenceTable, stats: dict[StatKey, Stat]) -> Table:
-    header = ["defence", *(_fmt_severity(c) for c in table.columns)]
+def _model_rows(models: list[PlannedModel], cards: dict[str, dict[str, Any]]) -> list[list[str]]:
     rows = []
-    n_ours = None
-    for defense, values in table.rows.items():
-        row = [defense]
-        for column, paper in zip(table.columns, values, strict=True):
-            degradation = "clean" if column is None else table.degradation
-            defense_key = "none" if column is None else defense
-            stat = stats.get((table.model, defense_key, degradation, column))
-            if stat is not None:
-                n_ours = stat.n
-            ours = "–"
-            if stat is not None:
-                ours = (
-                    f"{stat.errors_mean:.0f}"
-                    if table.metric == "errors"
-                    else f"{stat.accuracy_mean:.4f}"
-                )
-            if column is None and defense != "none":
-                row.append("")
-                continue
-            paper_text = "–" if paper is None else f"{paper:g}"
-            row.append(f"{ours} / {paper_text}")
-        rows.append(row)
-    unit = f" (errors out of {n_ours or '?'} ours / {table.n or '?'} paper)"
-    return Table(header, rows, caption=table.title + (unit if table.metric == "errors" else ""))
-
-
-def _example_figure(plan: Plan, store: ResultsStore) -> Figure | None:
-    stored = store.examples()
-    if not stored:
-        return None
-    columns = ["input", *(d.label for d in plan.defenses)]
-    rows: list[tuple[str, Sequence[np.ndarray | None]]] = []
-    seen: set[str] = set()
-    settings: list[Setting] = []
-    for s in plan.settings:
-        if s.key not in seen:
-            seen.add(s.key)
-            settings.append(s)
-    for s in settings:
-        strips: list[np.ndarray | None] = []
-        for column in ["degraded", *(d.label for d in plan.defenses)]:
-            item = stored.get((s.key, column))
-            strips.append(
-                None if item is None else np.frombuffer(item[0], dtype=np.uint8).reshape(item[1])
-            )
-        if any(x is not None for x in strips):
-            name = "clean" if s.name == "none" else f"{s.label} {s.severity_name}={s.severity:g}"
-            rows.append((name, strips))
-    if not rows:
-        return None
-    return Figure(
-        "examples",
-        montage_figure(rows, columns),
-        "Example test images: the degraded input and what each defence makes of it "
-        "(lin2022 Figures 7 and 8).",
-    )
+    for m in models:
+        card = cards.get(m.id, {}).get("card", {})
+        accuracy = card.get("clean_accuracy")
+        train_accuracy = card.get("train_accuracy")
+        seconds = card.get("train_seconds")
+        seen = card.get("images_seen")
+        parents = ", ".join(f"{pid} ({role})" for role, pid in m.parent_ids.items())
+        rows.append(
+            [
+                m.id,
+                m.architecture,
+                m.strategy,
+                parents or "–",
+                "–" if m.epochs is None else str(m.epochs),
+                m.training,
+                str(card.get("train_size", "–")),
+                "–" if seen is None else f"{seen:,}",
+                "–" if not seconds else f"{seconds:.1f}",
+                "–" if train_accuracy is None else f"{train_accuracy:.4f}",
+                "–" if accuracy is None else f"{accuracy:.4f}",
+                str(card.get("cache_key", "–")),
+            ]
+        )
+    return rows
 
 
 def report_blocks(store: ResultsStore) -> tuple[list[Block], str]:
     """The report's blocks and title, computed from ``store`` alone."""
+    from robustlab.study.parts import ReportContext, study_parts
+
+    stored = _stored_plan(store)
     config = StudyConfig.model_validate(store.get_meta("config"))
-    plan = make_plan(config, store.get_meta("data_fingerprint", ""))
+    models = decode_models(stored)
     dataset = store.get_meta("dataset", {})
     environment = store.get_meta("environment", {})
-    rows = store.cells([c.key for c in plan.cells])
-    stats = summarise(rows)
-    models = store.models()
+    classes = list(dataset.get("classes", []))
+    context = ReportContext(config, store, models, classes, dataset)
+    parts = [
+        (part, part.decode(stored["parts"][part.name], models))
+        for part in study_parts()
+        if part.name in stored["parts"]
+    ]
     title = f"robustlab study: {config.name}"
 
     blocks: list[Block] = [Heading(title, 1)]
     if config.description:
         blocks.append(Paragraph(config.description.strip()))
-    done = len(rows)
-    status = "complete" if done == len(plan.cells) else f"INCOMPLETE: {done} of {len(plan.cells)}"
+    done = sum(part.done(plan, store) for part, plan in parts)
+    total = sum(part.size(plan) for part, plan in parts)
+    status = "complete" if done == total else f"INCOMPLETE: {done} of {total}"
     blocks.append(
         Paragraph(
             f"Dataset `{dataset.get('name', config.dataset.name)}`: "
             f"{dataset.get('train_size', '?'):,} training and {dataset.get('test_size', '?'):,} "
-            f"test images. Cells: {done} of {len(plan.cells)} ({status}). "
+            f"test images. Results: {done} of {total} ({status}). "
             f"Trials per random setting: {config.trials}. Device: {environment.get('device', '?')}."
         )
     )
     if dataset.get("notes"):
         blocks.append(Bullets(list(dataset["notes"])))
+    blocks += leaderboard_blocks(
+        next((p for _, p in parts if isinstance(p, Plan)), None),
+        next((p for _, p in parts if isinstance(p, AttackPlan)), None),
+        models,
+        store,
+        config.baseline_model,
+    )
 
-    headlines = _headlines(plan, stats)
-    if headlines:
-        blocks += [Heading("Findings", 2), Bullets(headlines)]
+    findings = [line for part, plan in parts for line in part.findings(plan, context)]
+    if findings:
+        blocks += [Heading("Findings", 2), Bullets(findings)]
 
-    model_rows = []
-    for m in plan.models:
-        card = models.get(m.id, {}).get("card", {})
-        accuracy = card.get("clean_accuracy")
-        model_rows.append(
-            [
-                m.id,
-                m.architecture,
-                "–" if m.epochs is None else str(m.epochs),
-                m.training,
-                str(card.get("train_size", "–")),
-                "–" if accuracy is None else f"{accuracy:.4f}",
-                str(card.get("cache_key", "–")),
-            ]
-        )
     blocks += [
         Heading("Models", 2),
         Table(
             [
                 "model",
                 "architecture",
+                "strategy",
+                "parent",
                 "epochs",
                 "training",
                 "train images",
+                "images seen",
+                "train s",
+                "train accuracy",
                 "clean accuracy",
                 "cache key",
             ],
-            model_rows,
+            _model_rows(models, store.models()),
         ),
     ]
-    classes = list(dataset.get("classes", []))
-    blocks += _reference_blocks(config, stats, rows, classes)
-    blocks += attack_blocks(store, plan.models)
-    blocks += minimal_noise_blocks(store, config, plan.models, classes)
-    copies_note = (
-        f" Every test image is degraded {config.copies} times per trial (Monte-Carlo copies), "
-        "so N counts images x copies."
-        if config.copies > 1
-        else ""
-    )
-    blocks.append(Heading("Errors per defence and degradation", 2))
-    if copies_note:
-        blocks.append(Paragraph(copies_note.strip()))
-    blocks += _error_tables(plan, stats)
+    for part, plan in parts:
+        blocks += part.lead_blocks(plan, context)
+    for part, plan in parts:
+        blocks += part.report_blocks(plan, context)
 
-    severities = _severities(plan)
-    blocks += improvement_tables(plan, stats, severities)
-    blocks += mce_table(plan, stats, severities, config.baseline_model)
-    blocks += quality_tables(plan, rows, severities)
-    if classes:
-        blocks += per_class_tables(plan, rows, classes)
-    if severities:
-        curves = accuracy_curves(
-            stats,
-            [m.id for m in plan.models],
-            [d.label for d in plan.defenses],
-            [(label, swept, values) for label, (swept, values) in severities.items()],
-        )
-        blocks += [
-            Heading("Accuracy vs severity", 2),
-            Figure(
-                "accuracy",
-                curves,
-                "Accuracy per defence (colour) and model (line style); grey lines: clean "
-                "accuracy of the bare model; bands: ± one standard deviation over trials.",
-            ),
-        ]
-    if classes:
-        blocks += scatter_figures(plan, rows, store, classes)
-    examples = _example_figure(plan, store)
-    if examples is not None:
-        blocks += [Heading("Examples", 2), examples]
-
-    seconds = sum(r.seconds for r in rows)
+    seconds = sum(r.seconds for r in store.cells())
     blocks.append(
         Details(
             "Run details",
@@ -384,7 +175,8 @@ def report_blocks(store: ResultsStore) -> tuple[list[Block], str]:
                         f"evaluation time (sum over cells): {seconds:.1f} s",
                         f"environment: {environment}",
                         "results: `results.csv` (one row per cell), `results.sqlite` (store), "
-                        "`models.json` (cached models used), `config.yaml` (validated study)",
+                        "`models.json` (models used, with their parents), `config.yaml` "
+                        "(validated study)",
                     ]
                 )
             ],
@@ -398,8 +190,6 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
     run_dir = Path(run_dir)
     store_path = run_dir / STORE_NAME
     if not store_path.exists():
-        from robustlab.errors import RobustlabError
-
         raise RobustlabError(f"{run_dir} holds no {STORE_NAME}; run a study there first")
     store = ResultsStore(store_path)
     try:

@@ -29,7 +29,7 @@ from robustlab.attack.minimal_noise import MinimalNoiseResult
 from robustlab.report.document import Block, Bullets, Figure, Heading, Paragraph, Table
 from robustlab.report.plots import _png
 from robustlab.study.config import StudyConfig
-from robustlab.study.minimal_noise_runner import finished_jobs, load_job, plan_minimal_noise
+from robustlab.study.minimal_noise_runner import MinimalNoiseJob, finished_jobs, load_job
 from robustlab.study.plan import PlannedModel
 from robustlab.study.store import ResultsStore
 
@@ -195,14 +195,17 @@ def psnr_by_class_figure(
 
 
 def minimal_noise_blocks(
-    store: ResultsStore, config: StudyConfig, models: list[PlannedModel], classes: list[str]
+    store: ResultsStore,
+    config: StudyConfig,
+    jobs: list[MinimalNoiseJob],
+    models: list[PlannedModel],
+    classes: list[str],
 ) -> list[Block]:
-    """The section, from the jobs of ``config``'s ``minimal_noise`` section that finished."""
+    """The section, from the stored jobs of the study's ``minimal_noise`` section that finished."""
     section = config.minimal_noise
     if section is None:
         return []
     run_dir = Path(store.path).parent
-    jobs = plan_minimal_noise(config, store.get_meta("data_fingerprint", ""), models)
     done = finished_jobs(store)
     blocks: list[Block] = []
     for model in models:

@@ -40,8 +40,8 @@ def quality_tables(plan: Plan, rows: list[CellRow], severities: Severities) -> l
     """Mean PSNR and SSIM of the degraded input per degradation and severity."""
     by_setting: dict[tuple[str, float | None], list[CellRow]] = defaultdict(list)
     for r in rows:
-        if r.degradation_name != "none" and (r.psnr is not None or r.ssim is not None):
-            by_setting[(r.degradation, r.severity)].append(r)
+        if r.setting_name != "none" and (r.psnr is not None or r.ssim is not None):
+            by_setting[(r.setting, r.severity)].append(r)
     if not by_setting:
         return []
     table_rows = []
@@ -87,7 +87,7 @@ def per_class_tables(plan: Plan, rows: list[CellRow], classes: list[str]) -> lis
             if r.model != model.id or r.defense != "none" or not r.confusion:
                 continue
             matrix = np.asarray(r.confusion, dtype=np.int64)
-            pooled[r.degradation] = pooled.get(r.degradation, 0) + matrix
+            pooled[r.setting] = pooled.get(r.setting, 0) + matrix
         if "clean" not in pooled or len(pooled) < 2:
             continue
         labels = ["clean", *(k for k in pooled if k != "clean")]
@@ -223,11 +223,11 @@ def scatter_figures(
     for model in plan.models:
         by_degradation: dict[str, list[dict[str, np.ndarray]]] = defaultdict(list)
         for r in rows:
-            if r.model != model.id or r.defense != "none" or r.degradation_name == "none":
+            if r.model != model.id or r.defense != "none" or r.setting_name == "none":
                 continue
             records = store.records(r.key)
             if records is not None:
-                by_degradation[r.degradation].append(records)
+                by_degradation[r.setting].append(records)
         for label, parts in by_degradation.items():
             merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
             png = score_scatter(

@@ -3,7 +3,8 @@
 Example:
     >>> from robustlab.study.store import CellRow
     >>> rows = [
-    ...     CellRow("k", "m", "none", "sp", "salt_pepper", {}, "amount", 0.1, t, 100, e, 0.9, [], 0)
+    ...     CellRow("k", "degradation", "m", "none", "sp", "salt_pepper", {}, "amount", 0.1, t,
+    ...             100, e, 0.9)
     ...     for t, e in enumerate([10, 14])
     ... ]
     >>> stat = summarise(rows)[("m", "none", "sp", 0.1)]
@@ -38,7 +39,7 @@ def summarise(rows: list[CellRow]) -> dict[StatKey, Stat]:
     """Group rows by (model, defence, degradation label, severity) and aggregate over trials."""
     groups: dict[StatKey, list[CellRow]] = defaultdict(list)
     for row in rows:
-        groups[(row.model, row.defense, row.degradation, row.severity)].append(row)
+        groups[(row.model, row.defense, row.setting, row.severity)].append(row)
     out: dict[StatKey, Stat] = {}
     for key, members in groups.items():
         errors = [float(r.errors) for r in members]

@@ -11,8 +11,8 @@ combination of its grid). For each model and setting, the executor streams the t
   the real defence. Without a defence both protocols are the same attack, run once.
 
 Every cell (model x defence x setting x protocol) is a row of the results store's ``cells``
-table: the attack's label is its ``degradation``, the swept parameter (``eps`` or ``steps``) its
-severity, and the defence label carries the protocol (``median (adaptive)``). Per-sample
+table of kind ``attack``: the attack's label is its ``setting``, the swept parameter (``eps``
+or ``steps``) its severity, and the protocol has its own column. Per-sample
 predictions, labels, perturbation norms and the sanity counters (zero input gradients,
 predictions that change between calls) go to the ``records`` table, from which the report
 computes the per-sample worst case over all attacks at one budget. Cells are committed one
@@ -55,12 +55,11 @@ from robustlab.data.base import Dataset
 from robustlab.defend import create_defense
 from robustlab.metrics import psnr
 from robustlab.seeding import derive_seed, make_generator
+from robustlab.study.artefacts import ArtefactProvider
 from robustlab.study.config import StudyConfig
-from robustlab.study.executor import provide_model
 from robustlab.study.plan import DefenseSetting, PlannedModel, dataset_key
 from robustlab.study.progress import SilentProgress
 from robustlab.study.store import CellRow, ResultsStore
-from robustlab.train.cache import ModelCache
 
 PROTOCOLS = ("oblivious", "adaptive")
 # Bump when a change to the attack code changes what a finished cell would hold.
@@ -73,17 +72,11 @@ def _digest(payload: Any) -> str:
 
 
 def defense_label(defense: str, protocol: str) -> str:
-    """The ``defense`` column of an attack cell: ``median (adaptive)``."""
+    """How the report names a defence under a protocol: ``median (adaptive)``.
+
+    For display only: the store and ``results.csv`` keep defence and protocol apart.
+    """
     return f"{defense} ({protocol})"
-
-
-def split_defense_label(label: str) -> tuple[str, str]:
-    """The inverse of :func:`defense_label`: ``(defence label, protocol)``."""
-    for protocol in PROTOCOLS:
-        suffix = f" ({protocol})"
-        if label.endswith(suffix):
-            return label[: -len(suffix)], protocol
-    return label, ""
 
 
 @dataclass(frozen=True)
@@ -123,7 +116,7 @@ class AttackCell:
 
     @property
     def defense_label(self) -> str:
-        """The stored defence label, protocol included."""
+        """The defence with its protocol, for display: ``median (adaptive)``."""
         return defense_label(self.defense.label, self.protocol)
 
 
@@ -144,6 +137,58 @@ class AttackPlan:
     defenses: list[DefenseSetting]
     groups: list[AttackGroup] = field(default_factory=list)
     cells: list[AttackCell] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)  # how adaptive attacks see each defence
+
+    def to_json(self) -> dict[str, Any]:
+        """Settings, defences and cells as stored with the resolved plan (groups are not)."""
+        setting_index = {id(s): i for i, s in enumerate(self.settings)}
+        defense_index = {d.label: i for i, d in enumerate(self.defenses)}
+        return {
+            "settings": [vars(s) for s in self.settings],
+            "defenses": [vars(d) for d in self.defenses],
+            "cells": [
+                [
+                    c.key,
+                    c.model.id,
+                    defense_index[c.defense.label],
+                    setting_index[id(c.setting)],
+                    c.protocol,
+                ]
+                for c in self.cells
+            ],
+            "methods": self.methods,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], models: list[PlannedModel]) -> AttackPlan:
+        """The plan as stored: cells, settings and defences, no groups (nothing to run)."""
+        settings = [AttackSetting(**s) for s in data["settings"]]
+        defenses = [DefenseSetting(**d) for d in data["defenses"]]
+        by_id = {m.id: m for m in models}
+        cells = [
+            AttackCell(key, by_id[model], defenses[d], settings[s], protocol)
+            for key, model, d, s, protocol in data["cells"]
+        ]
+        return cls(settings, defenses, [], cells, list(data.get("methods", [])))
+
+
+def adaptive_methods(settings: list[AttackSetting], defenses: list[DefenseSetting]) -> list[str]:
+    """One line per defence: how adaptive attacks differentiate it (exact, BPDA, EOT)."""
+    lines = []
+    modes = {(s.gradient, s.eot_samples) for s in settings}
+    for d in defenses:
+        if d.name == "none":
+            continue
+        defense = create_defense(d.name, **d.params)
+        for gradient, eot in sorted(modes):
+            method = attack_surface(
+                nn.Identity(),
+                defense,
+                gradient=gradient,  # type: ignore[arg-type]
+                eot_samples=eot,
+            )
+            lines.append(f"{d.label}: adaptive attacks use {method.method}")
+    return list(dict.fromkeys(lines))
 
 
 def _severity(value: Any) -> float | None:
@@ -191,7 +236,7 @@ def make_attack_plan(
         "data": data_fingerprint,
         "attack_code": ATTACK_CODE_VERSION,
     }
-    plan = AttackPlan(settings, defenses)
+    plan = AttackPlan(settings, defenses, methods=adaptive_methods(settings, defenses))
     for model in models:
         for setting in settings:
             cells = []
@@ -344,10 +389,12 @@ def attack_group(
         correct = int((predicted == labels).sum())
         row = CellRow(
             key=cell.key,
+            kind="attack",
             model=cell.model.id,
-            defense=cell.defense_label,
-            degradation=setting.label,
-            degradation_name=setting.name,
+            defense=cell.defense.label,
+            protocol=cell.protocol,
+            setting=setting.label,
+            setting_name=setting.name,
             params=setting.params,
             severity_name=setting.severity_name,
             severity=setting.severity,
@@ -355,12 +402,13 @@ def attack_group(
             n=n,
             errors=n - correct,
             accuracy=correct / n if n else 0.0,
-            confusion=confusion.tolist(),
-            seconds=seconds / len(cells),
-            copies=1,
-            psnr=tally.psnr_sum / tally.psnr_count if tally.psnr_count else None,
-            ssim=None,
-            identical=n - tally.psnr_count,
+            metrics={
+                "confusion": confusion.tolist(),
+                "seconds": seconds / len(cells),
+                "copies": 1,
+                "psnr": tally.psnr_sum / tally.psnr_count if tally.psnr_count else None,
+                "identical": n - tally.psnr_count,
+            },
         )
         records = {
             "predicted": predicted.to(torch.int16).numpy(),
@@ -387,8 +435,7 @@ def execute_attacks(
     dataset: Dataset,
     store: ResultsStore,
     *,
-    device: torch.device,
-    cache: ModelCache,
+    provider: ArtefactProvider,
     batch_size: int,
     progress: SilentProgress | None = None,
     after_group: Callable[[AttackGroup], None] | None = None,
@@ -399,13 +446,13 @@ def execute_attacks(
         plan: the expanded attacks (:func:`make_attack_plan`).
         dataset: train split for training, test split for attacking.
         store: the results store; finished cells are skipped, new ones written per group.
-        device: where to train and attack.
-        cache: the trained-model cache.
+        provider: provides the study's models (trained, cached or loaded), once each.
         batch_size: attack batch size.
         progress: progress reporter.
         after_group: called after each stored group (tests use it to interrupt a run).
     """
     progress = progress or SilentProgress()
+    device = provider.device
     finished = store.finished_keys()
     pending = [g for g in plan.groups if any(c.key not in finished for c in g.cells)]
     if not pending:
@@ -418,9 +465,7 @@ def execute_attacks(
     ran = 0
     models = {g.model.id: g.model for g in pending}
     for model_id, planned in models.items():
-        model = provide_model(
-            planned, dataset, store, device=device, cache=cache, progress=progress
-        )
+        model = provider.provide(planned)
         for group in (g for g in pending if g.model.id == model_id):
             # Two attack entries may share a setting (same parameters): compute it once.
             todo = list({c.key: c for c in group.cells if c.key not in finished}.values())
@@ -481,34 +526,64 @@ def worst_case(
     return out
 
 
-def attack_csv_rows(plan: AttackPlan, store: ResultsStore) -> list[list[str]]:
-    """Rows for ``results.csv`` in the runner's columns.
+def attack_csv_rows(plan: AttackPlan, store: ResultsStore) -> list[dict[str, Any]]:
+    """Rows for ``results.csv`` (the columns of :data:`robustlab.study.parts.CSV_COLUMNS`).
 
     Every finished attack cell, then the per-sample worst case per model, defence and budget
-    (degradation ``worst-case``).
+    (degradation ``worst-case``, protocol ``worst-case``).
     """
     rows = {r.key: r for r in store.cells([c.key for c in plan.cells])}
-    out: list[list[str]] = []
+    out: list[dict[str, Any]] = []
     for cell in plan.cells:
         r = rows.get(cell.key)
         if r is None:
             continue
         # Labels come from the plan: a cell shared by two attack entries is stored once.
         s = cell.setting
-        out.append([
-            r.model, _epochs(cell.model), cell.defense_label, s.label, s.name,
-            s.severity_name or "", "" if s.severity is None else repr(s.severity),
-            json.dumps({**s.params, "protocol": cell.protocol}, sort_keys=True), str(r.trial),
-            str(r.copies), str(r.n), str(r.errors), f"{r.accuracy:.6f}",
-            "" if r.psnr is None else f"{r.psnr:.4f}", "",
-        ])  # fmt: skip
+        out.append(
+            {
+                "kind": "attack",
+                "model": r.model,
+                "epochs": _epochs(cell.model),
+                "defense": cell.defense.label,
+                "protocol": cell.protocol,
+                "degradation": s.label,
+                "degradation_name": s.name,
+                "severity_name": s.severity_name or "",
+                "severity": "" if s.severity is None else repr(s.severity),
+                "params": json.dumps(s.params, sort_keys=True),
+                "trial": r.trial,
+                "copies": r.copies,
+                "n": r.n,
+                "errors": r.errors,
+                "accuracy": f"{r.accuracy:.6f}",
+                "psnr": "" if r.psnr is None else f"{r.psnr:.4f}",
+                "ssim": "",
+            }
+        )
     models = {c.model.id: c.model for c in plan.cells}
     for (model, defense, norm, eps), (robust, n, _) in worst_case(plan, store).items():
-        out.append([
-            model, _epochs(models[model]), defense, "worst-case", "worst-case", "eps",
-            repr(eps), json.dumps({"norm": norm, "eps": eps}, sort_keys=True), "0", "1",
-            str(n), str(n - robust), f"{robust / n:.6f}" if n else "", "", "",
-        ])  # fmt: skip
+        out.append(
+            {
+                "kind": "attack",
+                "model": model,
+                "epochs": _epochs(models[model]),
+                "defense": defense,
+                "protocol": "worst-case",
+                "degradation": "worst-case",
+                "degradation_name": "worst-case",
+                "severity_name": "eps",
+                "severity": repr(eps),
+                "params": json.dumps({"norm": norm, "eps": eps}, sort_keys=True),
+                "trial": 0,
+                "copies": 1,
+                "n": n,
+                "errors": n - robust,
+                "accuracy": f"{robust / n:.6f}" if n else "",
+                "psnr": "",
+                "ssim": "",
+            }
+        )
     return out
 
 

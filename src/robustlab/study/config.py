@@ -112,7 +112,46 @@ class NormalizeConfig(_Strict):
 
 
 _SOURCES = ("architecture", "factory", "torchscript")
-_TRAINING_FIELDS = ("epochs", "batch_size", "learning_rate", "optimizer", "seed")
+_TRAINING_FIELDS = (
+    "epochs", "batch_size", "learning_rate", "optimizer", "seed", "betas", "weight_decay",
+    "strategy", "parent",
+)  # fmt: skip
+
+
+class StrategyConfig(_Strict):
+    """A training strategy and its parameters: ``{name, params}`` or a spec string.
+
+    Example:
+        >>> StrategyConfig.model_validate("stability:alpha=0.01,sigma=0.04").params
+        {'alpha': 0.01, 'sigma': 0.04}
+    """
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_spec(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            with _as_value_error():
+                name, params = parse_spec(value)
+            return {"name": name, "params": params}
+        return value
+
+    @model_validator(mode="after")
+    def _known(self) -> StrategyConfig:
+        from robustlab.train.strategy import create_strategy
+
+        with _as_value_error():
+            create_strategy(self.name, **self.params)  # names, parameters and values
+        return self
+
+    @property
+    def parent_role(self) -> str | None:
+        """The role of the parent model this strategy starts from, or None."""
+        from robustlab.train.strategy import create_strategy
+
+        return create_strategy(self.name, **self.params).parent_role
 
 
 class ModelConfig(_Strict):
@@ -139,7 +178,17 @@ class ModelConfig(_Strict):
     batch_size: int = Field(100, ge=1)
     learning_rate: float = Field(1e-4, gt=0)
     optimizer: Literal["adam", "sgd"] = "adam"
+    betas: tuple[float, float] | None = Field(
+        None, description="Adam's (beta1, beta2), e.g. [0.5, 0.999] as cavey"
+    )
+    weight_decay: float = Field(0.0, ge=0)
     seed: int = 0
+    strategy: StrategyConfig | None = Field(
+        None, description="training strategy (standard when omitted), e.g. 'constant' or a mapping"
+    )
+    parent: str | None = Field(
+        None, description="id of the study model this one starts from (e.g. cnn-e10)"
+    )
 
     @field_validator("architecture")
     @classmethod
@@ -160,6 +209,29 @@ class ModelConfig(_Strict):
     @model_validator(mode="after")
     def _one_source(self) -> ModelConfig:
         given = [k for k in _SOURCES if getattr(self, k) is not None]
+        role = self.strategy.parent_role if self.strategy is not None else None
+        if self.parent is not None and role is None:
+            raise ValueError(
+                f"model '{self.name}' names parent '{self.parent}', but strategy "
+                f"'{self.strategy.name if self.strategy else 'standard'}' trains from scratch; "
+                "use a strategy that starts from a parent (transfer, finetune) or drop parent"
+            )
+        if role is not None:
+            if self.parent is None:
+                raise ValueError(
+                    f"model '{self.name}': strategy '{self.strategy.name}' "  # type: ignore[union-attr]
+                    "starts from a trained model; name it with parent: <model id> (e.g. cnn-e10)"
+                )
+            if given:
+                raise ValueError(
+                    f"model '{self.name}' starts from parent '{self.parent}' and takes its "
+                    f"network from it; remove {' and '.join(given)}"
+                )
+            if self.params:
+                raise ValueError(
+                    f"model '{self.name}': params belong to the parent's architecture entry"
+                )
+            return self
         if len(given) != 1:
             raise ValueError(
                 f"model '{self.name}' needs exactly one of architecture (a registered network "
@@ -203,6 +275,11 @@ class ModelConfig(_Strict):
                     f"{', '.join(changed)} (robustlab does not train it)"
                 )
         return self
+
+    @property
+    def strategy_name(self) -> str:
+        """The training strategy's name (``standard`` when none is given)."""
+        return self.strategy.name if self.strategy is not None else "standard"
 
     @property
     def pretrained(self) -> bool:
@@ -476,6 +553,7 @@ class StudyConfig(_Strict):
             dupes = {x for x in labels if labels.count(x) > 1}
             if dupes:
                 raise ValueError(f"{kind} labels must be unique; repeated: {sorted(dupes)}")
+        _check_parents(self.models)
         if self.baseline_model is not None:
             ids = [i for m in self.models for i in m.ids()]
             if self.baseline_model not in ids:
@@ -488,6 +566,33 @@ class StudyConfig(_Strict):
     def run_dir(self, base: str | os.PathLike[str] | None = None) -> Path:
         """The run directory: ``base`` if given, else ``output``, else ``runs/<name>``."""
         return Path(base or self.output or Path("runs") / self.name)
+
+
+def _check_parents(models: list[ModelConfig]) -> None:
+    """Every parent is a trained model of the study and no model descends from itself."""
+    owner = {i: m for m in models for i in m.ids()}
+    for m in models:
+        if m.parent is None:
+            continue
+        parent = owner.get(m.parent)
+        if parent is None:
+            raise ValueError(
+                f"model '{m.name}': parent '{m.parent}' is not a model id of this study; valid: "
+                f"{', '.join(owner)} (ids are <name>-e<epochs> for trained models)"
+            )
+        if parent.pretrained:
+            raise ValueError(
+                f"model '{m.name}': parent '{m.parent}' is a pretrained model; a parent must be "
+                "one robustlab trains (architecture, or factory without weights)"
+            )
+        seen = {m.name}
+        while parent is not None:
+            if parent.name in seen:
+                raise ValueError(
+                    f"model '{m.name}': its parents form a cycle through '{parent.name}'"
+                )
+            seen.add(parent.name)
+            parent = owner.get(parent.parent) if parent.parent is not None else None
 
 
 def _yaml_error(path: Path, err: yaml.YAMLError) -> ConfigError:

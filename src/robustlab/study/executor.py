@@ -1,4 +1,4 @@
-"""The local executor: trains (or fetches) each model, then evaluates its pending groups.
+"""The local executor: provides each model, then evaluates its pending groups.
 
 For each group it streams the test set in batches; each batch is degraded once with the group's
 generator and sent through every defence of the group. Per defence it accumulates a confusion
@@ -23,14 +23,12 @@ from robustlab.defend import create_defense
 from robustlab.degrade import create_degradation
 from robustlab.metrics import psnr, ssim
 from robustlab.models.base import check_logits
-from robustlab.models.external import check_normalization_channels, probe_model
 from robustlab.seeding import make_generator
-from robustlab.study.plan import Group, Plan, PlannedModel
+from robustlab.study.artefacts import ArtefactProvider
+from robustlab.study.plan import Group, Plan
 from robustlab.study.progress import SilentProgress
 from robustlab.study.store import CellRow, ResultsStore
 from robustlab.tensors import to_uint8
-from robustlab.train.cache import ModelCache
-from robustlab.train.loop import TrainingRecipe, build_model
 
 GroupCallback = Callable[[Group], None]
 
@@ -41,6 +39,7 @@ class GroupResult:
 
     confusion: dict[str, torch.Tensor]
     seconds: float
+    forward_seconds: dict[str, float] = field(default_factory=dict)  # defence + model, per label
     psnr_sum: float = 0.0  # over finite PSNRs of the degraded input
     psnr_count: int = 0
     identical: int = 0  # degraded images equal to the clean one (infinite PSNR)
@@ -140,6 +139,7 @@ def evaluate_group(
     }
     result = GroupResult(confusion={}, seconds=0.0)
     recorder = _Recorder(list(defenses)) if record_copies else None
+    forward: dict[str, float] = {}
     first = True
     for x, y in test.batches(batch_size, device):
         for copy in range(copies):
@@ -158,11 +158,15 @@ def evaluate_group(
             if keep_examples:
                 on_examples("degraded", degraded[:examples], y[:examples])  # type: ignore[misc]
             for label, defense in defenses.items():
+                started = time.perf_counter()
                 defended = defense(degraded)
-                if keep_examples:
-                    on_examples(label, defended[:examples], y[:examples])  # type: ignore[misc]
                 logits = check_logits(model(defended), len(y), num_classes)
                 predicted = logits.argmax(dim=1)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                forward[label] = forward.get(label, 0.0) + time.perf_counter() - started
+                if keep_examples:
+                    on_examples(label, defended[:examples], y[:examples])  # type: ignore[misc]
                 confusion[label] += torch.bincount(
                     y * num_classes + predicted, minlength=num_classes * num_classes
                 )
@@ -178,6 +182,7 @@ def evaluate_group(
         first = False
     result.confusion = {k: v.view(num_classes, num_classes).cpu() for k, v in confusion.items()}
     result.records = recorder.arrays() if recorder is not None else {}
+    result.forward_seconds = forward
     result.seconds = time.perf_counter() - began
     return result
 
@@ -192,78 +197,12 @@ class EvalOptions:
     examples: int = 0
 
 
-def _probe_untrained(
-    recipe: TrainingRecipe, dataset: Dataset, device: torch.device, model_id: str
-) -> None:
-    mean = recipe.params.get("mean") if recipe.architecture == "external_factory" else None
-    check_normalization_channels(mean, dataset.image_shape[0])
-    probe_model(
-        build_model(recipe).to(device),
-        dataset.image_shape,
-        dataset.num_classes,
-        device,
-        f"model {model_id} ({recipe.architecture})",
-    )
-
-
-def provide_model(
-    planned: PlannedModel,
-    dataset: Dataset,
-    store: ResultsStore,
-    *,
-    device: torch.device,
-    cache: ModelCache,
-    progress: SilentProgress,
-) -> nn.Module:
-    """The study model ``planned`` in eval mode on ``device``: loaded, cached or trained.
-
-    A pretrained model (TorchScript, or factory + weights) is loaded and probed with one batch
-    of the dataset's image shape. A model to train is served from the cache, else trained;
-    before training starts, a fresh one is probed the same way, so an architecture that does
-    not fit the data fails at once with the shapes. Training shows progress and logs the clean
-    accuracy; the model is recorded in ``store``. Every part of a study that needs a model
-    (degradation sweeps, attacks) gets it here.
-
-    Raises:
-        ModelError: if a user model cannot be loaded or a model does not fit the data.
-    """
-    if planned.source is not None:
-        model = planned.source.load(dataset.image_shape, dataset.num_classes, device)
-        store.record_model(planned.id, planned.source.path, planned.source.card())
-        return model
-    assert planned.recipe is not None
-    if cache.lookup(planned.recipe, dataset.train.fingerprint()) is None:
-        _probe_untrained(planned.recipe, dataset, device, planned.id)
-    train_task = [-1]
-
-    def on_start(recipe: object, first: int, last: int) -> None:
-        if last > first:
-            images = len(dataset.train) * (last - first)
-            train_task[0] = progress.start(f"training {planned.id} (ep {first}->{last})", images)
-
-    def on_train_batch(n: int) -> None:
-        progress.advance(train_task[0], n)
-
-    served = cache.get_or_train(
-        planned.recipe, dataset, device, on_start=on_start, on_batch=on_train_batch
-    )
-    if served.trained_epochs:
-        progress.finish(train_task[0])
-        progress.log(
-            f"trained {planned.id}: clean accuracy {served.card.clean_accuracy:.4f} "
-            f"in {served.card.train_seconds:.1f} s"
-        )
-    store.record_model(planned.id, str(served.path), served.card.model_dump())
-    return served.model.to(device).eval()
-
-
 def execute(
     plan: Plan,
     dataset: Dataset,
     store: ResultsStore,
     *,
-    device: torch.device,
-    cache: ModelCache,
+    provider: ArtefactProvider,
     options: EvalOptions,
     progress: SilentProgress | None = None,
     after_group: GroupCallback | None = None,
@@ -274,13 +213,13 @@ def execute(
         plan: the expanded study.
         dataset: train split for training, test split for evaluation.
         store: the results store; finished cells are skipped, new ones written at once.
-        device: where to train and evaluate.
-        cache: the trained-model cache.
+        provider: provides the study's models (trained, cached or loaded), once each.
         options: batch size, quality metrics, records and examples.
         progress: progress reporter.
         after_group: called after each group is stored (used by tests to interrupt a run).
     """
     progress = progress or SilentProgress()
+    device = provider.device
     finished = store.finished_keys()
     pending = [g for g in plan.groups if any(c.key not in finished for c in g.cells)]
     have_examples = {setting for setting, _ in store.examples()}
@@ -295,9 +234,7 @@ def execute(
         groups = [g for g in pending if g.model.id == planned.id]
         if not groups:
             continue
-        model = provide_model(
-            planned, dataset, store, device=device, cache=cache, progress=progress
-        )
+        model = provider.provide(planned)
         for group in groups:
             todo = [c for c in group.cells if c.key not in finished]
             defenses = {
@@ -339,10 +276,11 @@ def execute(
                 rows.append(
                     CellRow(
                         key=cell.key,
+                        kind="degradation",
                         model=cell.model.id,
                         defense=cell.defense.label,
-                        degradation=cell.setting.label,
-                        degradation_name=cell.setting.name,
+                        setting=cell.setting.label,
+                        setting_name=cell.setting.name,
                         params=cell.setting.params,
                         severity_name=cell.setting.severity_name,
                         severity=cell.setting.severity,
@@ -350,12 +288,15 @@ def execute(
                         n=n,
                         errors=n - correct,
                         accuracy=correct / n if n else 0.0,
-                        confusion=matrix.tolist(),
-                        seconds=result.seconds / len(todo),
-                        copies=group.copies,
-                        psnr=result.psnr,
-                        ssim=result.ssim,
-                        identical=result.identical,
+                        metrics={
+                            "confusion": matrix.tolist(),
+                            "seconds": result.seconds / len(todo),
+                            "copies": group.copies,
+                            "psnr": result.psnr,
+                            "ssim": result.ssim,
+                            "identical": result.identical,
+                            "forward_seconds": result.forward_seconds.get(cell.defense.label),
+                        },
                     )
                 )
             records = {

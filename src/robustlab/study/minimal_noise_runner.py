@@ -50,13 +50,12 @@ from robustlab.attack.minimal_noise import (
 )
 from robustlab.data.base import Dataset
 from robustlab.seeding import derive_seed, make_generator
+from robustlab.study.artefacts import ArtefactProvider
 from robustlab.study.config import StudyConfig
-from robustlab.study.executor import provide_model
 from robustlab.study.plan import PlannedModel, dataset_key
 from robustlab.study.progress import SilentProgress
 from robustlab.study.store import ResultsStore
 from robustlab.tensors import to_uint8
-from robustlab.train.cache import ModelCache
 
 FOLDER = "minimal_noise"  # inside the run directory
 CSV_NAME = "minimal_noise.csv"
@@ -77,6 +76,16 @@ class MinimalNoiseJob:
     method: str
     key: str
     params: dict[str, Any]
+
+    def to_json(self) -> list[Any]:
+        """``[model id, method, key, params]``, as stored with the resolved plan."""
+        return [self.model.id, self.method, self.key, self.params]
+
+    @classmethod
+    def from_json(cls, data: list[Any], models: list[PlannedModel]) -> MinimalNoiseJob:
+        """A stored job."""
+        model, method, key, params = data
+        return cls(next(m for m in models if m.id == model), method, key, params)
 
     @property
     def id(self) -> str:
@@ -163,16 +172,14 @@ def _is_done(job: MinimalNoiseJob, done: dict[str, dict[str, Any]], run_dir: Pat
 
 def run_minimal_noise(
     config: StudyConfig,
-    models: list[PlannedModel],
+    jobs: list[MinimalNoiseJob],
     dataset: Dataset,
     store: ResultsStore,
     *,
-    data_fingerprint: str,
-    device: torch.device,
-    cache: ModelCache,
+    provider: ArtefactProvider,
     progress: SilentProgress | None = None,
 ) -> int:
-    """Run every pending job of ``config``'s ``minimal_noise`` section; returns how many ran.
+    """Run every pending job of ``jobs`` (:func:`plan_minimal_noise`); returns how many ran.
 
     Results go beside the store (``store.path.parent``); ``minimal_noise.csv`` is rewritten
     from every finished job of the section.
@@ -181,24 +188,18 @@ def run_minimal_noise(
     if section is None:
         return 0
     progress = progress or SilentProgress()
+    device = provider.device
     run_dir = store.path.parent
-    jobs = plan_minimal_noise(config, data_fingerprint, models)
     done = finished_jobs(store)
     pending = [job for job in jobs if not _is_done(job, done, run_dir)]
     if pending:
         images = dataset.test.subset(section.images)
         x, y = next(images.batches(len(images), device))
         task = progress.start("minimal noise", len(pending) * len(x))
-        served: dict[str, torch.nn.Module] = {}
         for job in pending:
-            if job.model.id not in served:
-                served.clear()  # one model in memory at a time
-                served[job.model.id] = provide_model(
-                    job.model, dataset, store, device=device, cache=cache, progress=progress
-                )
             generator = make_generator(derive_seed(config.seed, META_KEY, job.method), device)
             result = minimal_noise_search(
-                served[job.model.id],
+                provider.provide(job.model),
                 x,
                 y,
                 method=job.method,  # type: ignore[arg-type]

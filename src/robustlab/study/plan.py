@@ -72,6 +72,8 @@ class PlannedModel:
     name: str
     recipe: TrainingRecipe | None
     source: ExternalSource | None = None
+    parents: tuple[tuple[str, PlannedModel], ...] = ()  # (role, parent): the artefact graph
+    description: str = ""  # where a pretrained model came from, once its source is not at hand
 
     @property
     def epochs(self) -> int | None:
@@ -85,7 +87,7 @@ class PlannedModel:
             if self.recipe.architecture == "external_factory":
                 return str(self.recipe.params.get("reference"))
             return self.recipe.architecture
-        return self.source.describe() if self.source is not None else ""
+        return self.source.describe() if self.source is not None else self.description
 
     @property
     def training(self) -> str:
@@ -96,14 +98,55 @@ class PlannedModel:
         return f"{r.optimizer} lr={r.learning_rate:g} batch={r.batch_size}"
 
     @property
+    def strategy(self) -> str:
+        """The training strategy with its parameters (``pretrained`` for a given model)."""
+        r = self.recipe
+        if r is None:
+            return "pretrained"
+        if not r.strategy_params:
+            return r.strategy
+        inner = ", ".join(f"{k}={v}" for k, v in sorted(r.strategy_params.items()))
+        return f"{r.strategy}({inner})"
+
+    @property
+    def parent_ids(self) -> dict[str, str]:
+        """Role -> id of each parent."""
+        return {role: parent.id for role, parent in self.parents}
+
+    @property
     def length(self) -> str:
         """``N epochs`` or ``pretrained``, for headings."""
         return f"{self.epochs} epochs" if self.epochs is not None else "pretrained"
 
+    def to_json(self) -> dict[str, Any]:
+        """The model as stored with the resolved plan (no files are read to restore it)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "recipe": None if self.recipe is None else self.recipe.model_dump(mode="json"),
+            "parents": [[role, parent.id] for role, parent in self.parents],
+            "description": self.architecture,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], known: dict[str, PlannedModel]) -> PlannedModel:
+        """Restore a stored model; ``known`` holds its parents, restored before it."""
+        recipe = data["recipe"]
+        return cls(
+            id=data["id"],
+            name=data["name"],
+            recipe=None if recipe is None else TrainingRecipe.model_validate(recipe),
+            parents=tuple((role, known[pid]) for role, pid in data.get("parents", [])),
+            description=data.get("description", ""),
+        )
+
     def key(self) -> dict[str, Any]:
-        """What the model's outputs depend on, for cell keys."""
+        """What the model's outputs depend on, for cell keys (parents' keys included)."""
         if self.recipe is not None:
-            return self.recipe.model_dump()
+            key = self.recipe.model_dump()
+            if self.parents:
+                key["parents"] = {role: parent.key() for role, parent in self.parents}
+            return key
         assert self.source is not None
         return {"pretrained": self.source.key()}
 
@@ -159,13 +202,44 @@ class Group:
 
 @dataclass
 class Plan:
-    """The expanded study."""
+    """The expanded degradation sweep of a study."""
 
     models: list[PlannedModel]
     settings: list[Setting]
     defenses: list[DefenseSetting]
     groups: list[Group]
     cells: list[Cell] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """Settings, defences and cells as stored with the resolved plan (groups are not)."""
+        setting_index = {id(s): i for i, s in enumerate(self.settings)}
+        defense_index = {d.label: i for i, d in enumerate(self.defenses)}
+        return {
+            "settings": [vars(s) for s in self.settings],
+            "defenses": [vars(d) for d in self.defenses],
+            "cells": [
+                [
+                    c.key,
+                    c.model.id,
+                    defense_index[c.defense.label],
+                    setting_index[id(c.setting)],
+                    c.trial,
+                ]
+                for c in self.cells
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], models: list[PlannedModel]) -> Plan:
+        """The plan as stored: cells, settings and defences, no groups (nothing to run)."""
+        settings = [Setting(**s) for s in data["settings"]]
+        defenses = [DefenseSetting(**d) for d in data["defenses"]]
+        by_id = {m.id: m for m in models}
+        cells = [
+            Cell(key, by_id[model], defenses[d], settings[s], trial)
+            for key, model, d, s, trial in data["cells"]
+        ]
+        return cls(models, settings, defenses, [], cells)
 
 
 def _severity(value: Any) -> float | None:
@@ -175,8 +249,14 @@ def _severity(value: Any) -> float | None:
         return None
 
 
-def _planned_models(m: ModelConfig, dataset: str) -> list[PlannedModel]:
-    """The study models of one entry; reads and hashes the files a user model comes from."""
+def _planned_models(
+    m: ModelConfig, dataset: str, planned: dict[str, PlannedModel]
+) -> list[PlannedModel]:
+    """The study models of one entry; reads and hashes the files a user model comes from.
+
+    ``planned`` holds the models planned so far by id; a model with a parent takes the
+    parent's network (architecture and parameters) from there.
+    """
     mean = m.normalize.mean if m.normalize is not None else None
     std = m.normalize.std if m.normalize is not None else None
     if m.pretrained:
@@ -189,11 +269,20 @@ def _planned_models(m: ModelConfig, dataset: str) -> list[PlannedModel]:
             std=std,
         )
         return [PlannedModel(id=m.name, name=m.name, recipe=None, source=source)]
-    if m.factory is not None:
+    parents: tuple[tuple[str, PlannedModel], ...] = ()
+    params: dict[str, Any]
+    if m.parent is not None:
+        parent = planned[m.parent]
+        assert parent.recipe is not None and m.strategy is not None  # checked by the config
+        role = m.strategy.parent_role
+        assert role is not None
+        parents = ((role, parent),)
+        architecture, params = parent.recipe.architecture, parent.recipe.params
+    elif m.factory is not None:
         # A user architecture trained by robustlab: the hash of its code joins the recipe, so
         # an edited architecture trains a new model instead of reusing a cached one.
         architecture = "external_factory"
-        params: dict[str, Any] = {
+        params = {
             "reference": m.factory,
             "params": m.factory_params,
             "mean": mean,
@@ -216,24 +305,53 @@ def _planned_models(m: ModelConfig, dataset: str) -> list[PlannedModel]:
                 learning_rate=m.learning_rate,
                 optimizer=m.optimizer,
                 seed=m.seed,
+                weight_decay=m.weight_decay,
+                betas=m.betas,
+                strategy=m.strategy_name,
+                strategy_params=m.strategy.params if m.strategy is not None else {},
             ),
+            parents=parents,
         )
         for model_id, epochs in zip(m.ids(), m.epochs, strict=True)
     ]
 
 
-def make_plan(config: StudyConfig, data_fingerprint: str) -> Plan:
+def plan_models(config: StudyConfig) -> list[PlannedModel]:
+    """The study's models as an artefact graph, in an order where parents come first.
+
+    Entries are taken in file order, except that an entry waits until its parent is planned
+    (the config has already refused unknown parents and cycles).
+    """
+    planned: dict[str, PlannedModel] = {}
+    ordered: list[PlannedModel] = []
+    waiting = list(config.models)
+    while waiting:
+        ready = [m for m in waiting if m.parent is None or m.parent in planned]
+        if not ready:  # pragma: no cover - the config validator refuses cycles
+            raise ValueError(f"unresolvable parents: {[m.name for m in waiting]}")
+        entry = ready[0]
+        waiting.remove(entry)
+        for model in _planned_models(entry, config.dataset.name, planned):
+            planned[model.id] = model
+            ordered.append(model)
+    return ordered
+
+
+def make_plan(
+    config: StudyConfig, data_fingerprint: str, models: list[PlannedModel] | None = None
+) -> Plan:
     """Expand ``config`` into models, settings, defences, groups and cells.
 
     Args:
         config: the validated study.
         data_fingerprint: identifies the exact train and test data the cells are computed on.
+        models: the study's planned models (:func:`plan_models`; planned here if None).
 
     Raises:
         ModelError: if a pretrained model's file is missing or its factory cannot be imported
             (their content hashes are part of the cell keys).
     """
-    models = [p for m in config.models for p in _planned_models(m, config.dataset.name)]
+    models = plan_models(config) if models is None else models
     settings: list[Setting] = []
     if config.include_clean:
         settings.append(Setting("clean", "none", {}, None, None, random=False))

@@ -11,8 +11,8 @@ import csv
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,20 +24,16 @@ from robustlab.data.base import Dataset
 from robustlab.data.datasets import load_dataset
 from robustlab.device import resolve_device
 from robustlab.errors import ConfigError
+from robustlab.report.build import PLAN_META, build_report, encode_plan
 from robustlab.seeding import derive_seed
-from robustlab.study.attack_executor import attack_csv_rows, execute_attacks, make_attack_plan
+from robustlab.study.artefacts import ArtefactProvider, artefact_graph
 from robustlab.study.config import StudyConfig, load_config, load_configs
-from robustlab.study.executor import EvalOptions, GroupCallback, execute
-from robustlab.study.minimal_noise_runner import plan_minimal_noise, run_minimal_noise
-from robustlab.study.plan import Plan, make_plan
+from robustlab.study.executor import GroupCallback
+from robustlab.study.parts import CSV_COLUMNS, PartRun, study_parts
+from robustlab.study.plan import PlannedModel, plan_models
 from robustlab.study.progress import RichProgress, SilentProgress
 from robustlab.study.store import STORE_NAME, ResultsStore
 from robustlab.train.cache import ModelCache
-
-CSV_COLUMNS = [
-    "model", "epochs", "defense", "degradation", "degradation_name", "severity_name",
-    "severity", "params", "trial", "copies", "n", "errors", "accuracy", "psnr", "ssim",
-]  # fmt: skip
 
 
 @dataclass
@@ -48,11 +44,12 @@ class RunResult:
     report_md: Path
     report_html: Path
     results_csv: Path
-    cells_run: int
+    cells_run: int  # cells (degradation and attack parts) computed by this run
     cells_total: int
     seconds: float
     searches_run: int = 0  # minimal-noise jobs (model x method) computed by this run
     searches_total: int = 0
+    parts: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (run, total)
 
 
 def builtin_config(name: str) -> Path:
@@ -108,37 +105,15 @@ def data_fingerprint(dataset: Dataset) -> str:
     return str(derive_seed(dataset.train.fingerprint(), dataset.test.fingerprint()))
 
 
-def _optional(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
-
-
-def write_results_csv(
-    plan: Plan, store: ResultsStore, path: Path, extra_rows: Iterable[Sequence[object]] = ()
-) -> int:
-    """Write the tidy results table, one row per planned and finished cell, in plan order.
-
-    ``extra_rows`` (already in :data:`CSV_COLUMNS` order, e.g. the attack cells) follow.
-    """
-    rows = {r.key: r for r in store.cells([c.key for c in plan.cells])}
-    epochs = {m.id: m.epochs for m in plan.models}  # None (an empty column) if pretrained
+def write_results_csv(rows: Iterable[dict[str, Any]], path: Path) -> int:
+    """Write the tidy results table (columns :data:`CSV_COLUMNS`) atomically; returns rows."""
     tmp = path.with_name(path.name + ".tmp")
     written = 0
     with tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        for cell in plan.cells:
-            r = rows.get(cell.key)
-            if r is None:
-                continue
-            writer.writerow([
-                r.model, epochs[r.model], r.defense, r.degradation, r.degradation_name,
-                r.severity_name or "", "" if r.severity is None else repr(r.severity),
-                json.dumps(r.params, sort_keys=True), r.trial, r.copies, r.n, r.errors,
-                f"{r.accuracy:.6f}", _optional(r.psnr), _optional(r.ssim),
-            ])  # fmt: skip
-            written += 1
-        for extra in extra_rows:
-            writer.writerow(extra)
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
             written += 1
     os.replace(tmp, path)
     return written
@@ -169,8 +144,6 @@ def run_study(
         progress: show progress bars on stderr.
         after_group: called after each finished group (for tests that interrupt a run).
     """
-    from robustlab.report.build import build_report
-
     began = time.perf_counter()
     if not isinstance(config, StudyConfig):
         config = load_config(resolve_config_path(config))
@@ -179,14 +152,23 @@ def run_study(
     torch_device = resolve_device(device)
     dataset = prepare_dataset(config, data_dir)
     fingerprint = data_fingerprint(dataset)
-    plan = make_plan(config, fingerprint)
-    attack_plan = make_attack_plan(config, fingerprint, plan.models)
+    models = plan_models(config)
+    planned = [
+        (part, plan)
+        for part in study_parts()
+        if (plan := part.plan(config, fingerprint, models)) is not None
+    ]
     model_cache = cache or ModelCache()
 
     store = ResultsStore(target / STORE_NAME)
     try:
         store.set_meta("config", config.model_dump(mode="json"))
         store.set_meta("data_fingerprint", fingerprint)
+        store.set_meta(
+            PLAN_META,
+            encode_plan(models, {part.name: part.encode(plan) for part, plan in planned}),
+        )
+        store.set_meta("graph", [node.to_json() for node in artefact_graph(models)])
         store.set_meta(
             "dataset",
             {
@@ -208,59 +190,56 @@ def run_study(
             },
         )
         reporter = RichProgress() if progress else SilentProgress()
+        provider = ArtefactProvider(
+            dataset, store, device=torch_device, cache=model_cache, progress=reporter
+        )
+        context = PartRun(
+            config,
+            dataset,
+            store,
+            provider,
+            fingerprint,
+            reporter,
+            after_group=after_group,
+            models=models,
+        )
+        ran: dict[str, tuple[int, int]] = {}
         with reporter:
-            ran = execute(
-                plan,
-                dataset,
-                store,
-                device=torch_device,
-                cache=model_cache,
-                options=EvalOptions(
-                    batch_size=config.batch_size,
-                    quality=config.quality_metrics,
-                    record_copies=config.records,
-                    examples=config.examples,
-                ),
-                progress=reporter,
-                after_group=after_group,
-            )
-            ran += execute_attacks(
-                attack_plan,
-                dataset,
-                store,
-                device=torch_device,
-                cache=model_cache,
-                batch_size=config.batch_size,
-                progress=reporter,
-            )
-            searches_run = run_minimal_noise(
-                config,
-                plan.models,
-                dataset,
-                store,
-                data_fingerprint=fingerprint,
-                device=torch_device,
-                cache=model_cache,
-                progress=reporter,
-            )
+            for part, plan in planned:
+                ran[part.name] = (part.run(plan, context), part.size(plan))
         results_csv = target / "results.csv"
-        write_results_csv(plan, store, results_csv, attack_csv_rows(attack_plan, store))
-        (target / "models.json").write_text(json.dumps(store.models(), indent=2))
+        write_results_csv(
+            (row for part, plan in planned for row in part.csv_rows(plan, store)), results_csv
+        )
+        (target / "models.json").write_text(json.dumps(models_json(store, models), indent=2))
         (target / "config.yaml").write_text(config_yaml(config))
         report_md, report_html = build_report(target)
     finally:
         store.close()
+    cells = [v for p, v in ran.items() if p != "minimal_noise"]
+    searches = ran.get("minimal_noise", (0, 0))
     return RunResult(
         run_dir=target,
         report_md=report_md,
         report_html=report_html,
         results_csv=results_csv,
-        cells_run=ran,
-        cells_total=len(plan.cells) + len(attack_plan.cells),
+        cells_run=sum(r for r, _ in cells),
+        cells_total=sum(t for _, t in cells),
         seconds=time.perf_counter() - began,
-        searches_run=searches_run,
-        searches_total=len(plan_minimal_noise(config, fingerprint, plan.models)),
+        searches_run=searches[0],
+        searches_total=searches[1],
+        parts=ran,
     )
+
+
+def models_json(store: ResultsStore, models: list[PlannedModel]) -> dict[str, Any]:
+    """``models.json``: every model used (path and card) with its strategy and parents."""
+    recorded = store.models()
+    out: dict[str, Any] = {}
+    for node in artefact_graph(models):
+        if node.id in recorded:
+            out[node.id] = {**recorded[node.id], "graph": node.to_json()}
+    return out
 
 
 def run_studies(

@@ -22,7 +22,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import numpy as np
 from robustlab.errors import RobustlabError
 
 STORE_NAME = "results.sqlite"  # the store's file name inside a run directory
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS models (
@@ -39,10 +39,12 @@ CREATE TABLE IF NOT EXISTS models (
 );
 CREATE TABLE IF NOT EXISTS cells (
     key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
     model TEXT NOT NULL,
     defense TEXT NOT NULL,
-    degradation TEXT NOT NULL,
-    degradation_name TEXT NOT NULL,
+    protocol TEXT NOT NULL,
+    setting TEXT NOT NULL,
+    setting_name TEXT NOT NULL,
     params TEXT NOT NULL,
     severity_name TEXT,
     severity REAL,
@@ -50,13 +52,8 @@ CREATE TABLE IF NOT EXISTS cells (
     n INTEGER NOT NULL,
     errors INTEGER NOT NULL,
     accuracy REAL NOT NULL,
-    confusion TEXT NOT NULL,
-    seconds REAL NOT NULL,
-    finished_at REAL NOT NULL,
-    copies INTEGER NOT NULL,
-    psnr REAL,
-    ssim REAL,
-    identical INTEGER NOT NULL
+    metrics TEXT NOT NULL,
+    finished_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, npz BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS examples (
@@ -68,17 +65,31 @@ CREATE TABLE IF NOT EXISTS examples (
     PRIMARY KEY (setting, defense)
 );
 """
+_COLUMNS = (
+    "key, kind, model, defense, protocol, setting, setting_name, params, severity_name, "
+    "severity, trial, n, errors, accuracy, metrics, finished_at"
+)
+# Schema 2 glued the attack protocol into the defence label: "median (adaptive)".
+_V2_PROTOCOLS = ("oblivious", "adaptive")
 
 
 @dataclass(frozen=True)
 class CellRow:
-    """One finished cell as stored."""
+    """One finished cell as stored.
+
+    ``kind`` names the study part that made it (``degradation``, ``attack``), ``setting`` is the
+    degradation or attack label (``clean`` for the clean setting) and ``protocol`` the attack
+    protocol (``oblivious`` or ``adaptive``; empty for degradation cells). Everything a part
+    measures beyond errors and accuracy is in ``metrics`` by name (``confusion``, ``copies``,
+    ``psnr``, ``ssim``, ``identical``, ``seconds``, ...).
+    """
 
     key: str
+    kind: str
     model: str
     defense: str
-    degradation: str
-    degradation_name: str
+    setting: str
+    setting_name: str
     params: dict[str, Any]
     severity_name: str | None
     severity: float | None
@@ -86,12 +97,73 @@ class CellRow:
     n: int
     errors: int
     accuracy: float
-    confusion: list[list[int]]
-    seconds: float
-    copies: int = 1
-    psnr: float | None = None  # mean PSNR (dB) of the degraded input vs clean, finite values
-    ssim: float | None = None  # mean SSIM of the degraded input vs clean (first copies)
-    identical: int = 0  # degraded inputs identical to the clean image
+    protocol: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def confusion(self) -> list[list[int]]:
+        """The confusion matrix (rows: true class, columns: predicted)."""
+        return list(self.metrics.get("confusion", []))
+
+    @property
+    def copies(self) -> int:
+        """Monte-Carlo copies of every test image."""
+        return int(self.metrics.get("copies", 1))
+
+    @property
+    def seconds(self) -> float:
+        """Compute time of the cell."""
+        return float(self.metrics.get("seconds", 0.0))
+
+    @property
+    def psnr(self) -> float | None:
+        """Mean finite PSNR (dB) of the degraded or attacked input vs the clean one."""
+        value = self.metrics.get("psnr")
+        return None if value is None else float(value)
+
+    @property
+    def ssim(self) -> float | None:
+        """Mean SSIM of the degraded input vs the clean one (first copies)."""
+        value = self.metrics.get("ssim")
+        return None if value is None else float(value)
+
+    @property
+    def identical(self) -> int:
+        """Inputs identical to the clean image (infinite PSNR)."""
+        return int(self.metrics.get("identical", 0))
+
+
+def _migrate_v2(db: sqlite3.Connection) -> None:
+    """Rewrite a schema-2 ``cells`` table in schema 3, in one transaction (keys unchanged)."""
+    rows = db.execute(
+        "SELECT key, model, defense, degradation, degradation_name, params, severity_name, "
+        "severity, trial, n, errors, accuracy, confusion, seconds, finished_at, copies, psnr, "
+        "ssim, identical FROM cells"
+    ).fetchall()
+    converted = []
+    for r in rows:
+        defense, protocol, kind = r[2], "", "degradation"
+        for candidate in _V2_PROTOCOLS:
+            if defense.endswith(f" ({candidate})"):
+                defense, protocol, kind = defense[: -len(candidate) - 3], candidate, "attack"
+        metrics = {
+            "confusion": json.loads(r[12]),
+            "seconds": r[13],
+            "copies": r[15],
+            "psnr": r[16],
+            "ssim": r[17],
+            "identical": r[18],
+        }
+        converted.append(
+            (r[0], kind, r[1], defense, protocol, r[3], r[4], r[5], r[6], r[7], r[8], r[9],
+             r[10], r[11], json.dumps(metrics), r[14])
+        )  # fmt: skip
+    with db:
+        db.execute("ALTER TABLE cells RENAME TO cells_v2")
+        db.executescript(SCHEMA)
+        db.executemany(f"INSERT INTO cells ({_COLUMNS}) VALUES ({','.join('?' * 16)})", converted)
+        db.execute("DROP TABLE cells_v2")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
 class ResultsStore:
@@ -109,11 +181,15 @@ class ResultsStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         tables = self._db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
+        if tables and version == 2:
+            _migrate_v2(self._db)
+            version = SCHEMA_VERSION
         if tables and version != SCHEMA_VERSION:
             self._db.close()
             raise RobustlabError(
                 f"{self.path} was written by another robustlab version (store schema {version}, "
-                f"this one needs {SCHEMA_VERSION}); move the run directory away or delete it"
+                f"this one reads {SCHEMA_VERSION} and 2); move the run directory away or delete "
+                "it, then run the study again (trained models are reused from the model cache)"
             )
         self._db.executescript(SCHEMA)
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -163,13 +239,12 @@ class ResultsStore:
             blobs.append((key, buffer.getvalue()))
         with self._db:
             self._db.executemany(
-                "INSERT OR REPLACE INTO cells VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR REPLACE INTO cells ({_COLUMNS}) VALUES ({','.join('?' * 16)})",
                 [
                     (
-                        r.key, r.model, r.defense, r.degradation, r.degradation_name,
+                        r.key, r.kind, r.model, r.defense, r.protocol, r.setting, r.setting_name,
                         json.dumps(r.params, sort_keys=True), r.severity_name, r.severity,
-                        r.trial, r.n, r.errors, r.accuracy, json.dumps(r.confusion),
-                        r.seconds, now, r.copies, r.psnr, r.ssim, r.identical,
+                        r.trial, r.n, r.errors, r.accuracy, json.dumps(r.metrics), now,
                     )
                     for r in rows
                 ],
@@ -184,20 +259,19 @@ class ResultsStore:
         with np.load(io.BytesIO(row[0])) as data:
             return {name: data[name] for name in data.files}
 
-    def cells(self, keys: Iterable[str] | None = None) -> list[CellRow]:
-        """Stored cells, all of them or those with the given keys (in no particular order)."""
-        rows = self._db.execute(
-            "SELECT key, model, defense, degradation, degradation_name, params, severity_name, "
-            "severity, trial, n, errors, accuracy, confusion, seconds, copies, psnr, ssim, "
-            "identical FROM cells"
-        ).fetchall()
+    def cells(self, keys: Iterable[str] | None = None, kind: str | None = None) -> list[CellRow]:
+        """Stored cells: all, those with the given keys, or those of one kind (no set order)."""
+        query = f"SELECT {_COLUMNS} FROM cells"
+        args: tuple[str, ...] = ()
+        if kind is not None:
+            query, args = query + " WHERE kind = ?", (kind,)
+        rows = self._db.execute(query, args).fetchall()
         wanted = set(keys) if keys is not None else None
         return [
             CellRow(
-                key=r[0], model=r[1], defense=r[2], degradation=r[3], degradation_name=r[4],
-                params=json.loads(r[5]), severity_name=r[6], severity=r[7], trial=r[8], n=r[9],
-                errors=r[10], accuracy=r[11], confusion=json.loads(r[12]), seconds=r[13],
-                copies=r[14], psnr=r[15], ssim=r[16], identical=r[17],
+                key=r[0], kind=r[1], model=r[2], defense=r[3], protocol=r[4], setting=r[5],
+                setting_name=r[6], params=json.loads(r[7]), severity_name=r[8], severity=r[9],
+                trial=r[10], n=r[11], errors=r[12], accuracy=r[13], metrics=json.loads(r[14]),
             )
             for r in rows
             if wanted is None or r[0] in wanted

@@ -30,9 +30,16 @@ from robustlab.errors import ModelError
 
 
 def save_checkpoint(
-    path: str | os.PathLike[str], model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    extra: dict[str, float] | None = None,
 ) -> None:
-    """Atomically write model weights, optimizer state and the epoch count to ``path``."""
+    """Atomically write model weights, optimizer state and the epoch count to ``path``.
+
+    ``extra`` holds running totals (images seen, seconds) that a continued training adds to.
+    """
     tensors: dict[str, torch.Tensor] = {}
     for key, value in model.state_dict().items():
         tensors[f"model.{key}"] = value.detach().contiguous().cpu()
@@ -48,6 +55,7 @@ def save_checkpoint(
         "epoch": str(epoch),
         "param_groups": json.dumps(state["param_groups"]),
         "scalars": json.dumps(scalars),
+        "extra": json.dumps(extra or {}),
     }
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +68,15 @@ def checkpoint_epoch(path: str | os.PathLike[str]) -> int:
     """The number of epochs completed in the checkpoint at ``path``."""
     with safe_open(str(path), framework="pt") as f:
         return int((f.metadata() or {})["epoch"])
+
+
+def checkpoint_extra(path: str | os.PathLike[str]) -> dict[str, float]:
+    """The running totals saved with the checkpoint at ``path`` (empty for older ones)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(json.loads((f.metadata() or {}).get("extra", "{}")))
+    except (OSError, ValueError):
+        return {}
 
 
 def load_checkpoint(

@@ -15,24 +15,34 @@ Example:
     >>> recipe = TrainingRecipe(architecture="lin2022_cnn", dataset="toy", epochs=1, batch_size=10)
     >>> model = build_model(recipe)
     >>> optimizer = make_optimizer(recipe, model)
-    >>> train_epochs(model, optimizer, split, recipe, start_epoch=0, end_epoch=1)
+    >>> train_epochs(model, optimizer, split, recipe, start_epoch=0, end_epoch=1)  # images seen
+    20
     >>> evaluate_accuracy(model, split) <= 1.0
     True
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+)
 from torch import nn
 
 from robustlab.data.base import SplitLike
-from robustlab.models.base import MODELS, check_logits, create_model
+from robustlab.errors import InvalidParameterError
+from robustlab.models.base import MODELS, create_model
 from robustlab.seeding import derive_seed, make_generator
+from robustlab.train.strategy import StepContext, Strategy, create_strategy, strategy_entry
 
 EpochCallback = Callable[[int, nn.Module, torch.optim.Optimizer], None]
 BatchCallback = Callable[[int], None]
@@ -53,6 +63,12 @@ class TrainingRecipe(BaseModel):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     seed: int = 0
+    betas: tuple[float, float] | None = Field(
+        None, description="Adam's (beta1, beta2); PyTorch's (0.9, 0.999) when None"
+    )
+    strategy: str = "standard"
+    strategy_params: dict[str, Any] = Field(default_factory=dict)
+    kind: Literal["classifier"] = "classifier"
 
     @field_validator("architecture")
     @classmethod
@@ -60,27 +76,92 @@ class TrainingRecipe(BaseModel):
         MODELS.entry(name)
         return name
 
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, name: str) -> str:
+        strategy_entry(name)
+        return name
+
+    @field_validator("betas")
+    @classmethod
+    def _valid_betas(cls, betas: tuple[float, float] | None) -> tuple[float, float] | None:
+        if betas is not None and not all(0.0 <= b < 1.0 for b in betas):
+            raise InvalidParameterError(f"Adam betas must be in [0, 1), got {list(betas)}")
+        return betas
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Fields added after the first release are left out at their defaults, so a recipe
+        # that uses none of them dumps (and hashes: cache and cell keys) exactly as before.
+        data: dict[str, Any] = handler(self)
+        for name, default in _LATER_FIELDS.items():
+            if name in data and data[name] == default:
+                del data[name]
+        return data
+
+    def build_strategy(self) -> Strategy:
+        """The strategy object of this recipe."""
+        return create_strategy(self.strategy, **self.strategy_params)
+
     def lineage(self) -> dict[str, Any]:
-        """The recipe without ``epochs``: models of one lineage continue each other."""
+        """The recipe less ``epochs``: trainings of one lineage continue each other.
+
+        A strategy whose epoch ``e`` depends on the total number of epochs keeps them: then
+        every length is a lineage of its own.
+        """
+        if self.build_strategy().depends_on_total_epochs:
+            return self.model_dump()
         return self.model_dump(exclude={"epochs"})
 
 
-def build_model(recipe: TrainingRecipe) -> nn.Module:
-    """The untrained model of ``recipe``, initialised from a generator seeded by the recipe."""
+_LATER_FIELDS: dict[str, Any] = {
+    "betas": None,
+    "strategy": "standard",
+    "strategy_params": {},
+    "kind": "classifier",
+}
+
+
+def build_model(recipe: TrainingRecipe, start: nn.Module | None = None) -> nn.Module:
+    """The model of ``recipe`` before training, initialised from generators seeded by it.
+
+    Args:
+        recipe: what to build.
+        start: the trained parent a strategy with a parent starts from (copied, not changed).
+            Without it the architecture is built fresh, which is also how a trained model of
+            such a strategy is rebuilt before its saved weights are loaded over it.
+    """
+    strategy = recipe.build_strategy()
     # Layer constructors draw from the global generator; fork it so the caller's state is untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(recipe.seed, "init"))
-        return create_model(recipe.architecture, **recipe.params)
+        model = (
+            copy.deepcopy(start).cpu()
+            if start is not None
+            else create_model(recipe.architecture, **recipe.params)
+        )
+        if recipe.strategy != "standard":
+            torch.manual_seed(derive_seed(recipe.seed, "adapt", recipe.strategy))
+            model = strategy.adapt(model)
+    return model
 
 
-def make_optimizer(recipe: TrainingRecipe, model: nn.Module) -> torch.optim.Optimizer:
-    """The optimizer the recipe names, over ``model``'s parameters."""
+def make_optimizer(
+    recipe: TrainingRecipe, model: nn.Module, strategy: Strategy | None = None
+) -> torch.optim.Optimizer:
+    """The optimizer the recipe names, over the parameters ``strategy`` trains (default all)."""
+    strategy = strategy or recipe.build_strategy()
+    trainable = strategy.trainable(model)
+    chosen = {id(p) for p in trainable}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in chosen)
     if recipe.optimizer == "adam":
+        betas = recipe.betas if recipe.betas is not None else (0.9, 0.999)
         return torch.optim.Adam(
-            model.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay
+            trainable, lr=recipe.learning_rate, weight_decay=recipe.weight_decay, betas=betas
         )
     return torch.optim.SGD(
-        model.parameters(),
+        trainable,
         lr=recipe.learning_rate,
         momentum=recipe.momentum,
         weight_decay=recipe.weight_decay,
@@ -101,43 +182,71 @@ def train_epochs(
     end_epoch: int,
     on_epoch_end: EpochCallback | None = None,
     on_batch: BatchCallback | None = None,
-) -> None:
+    num_classes: int | None = None,
+    strategy: Strategy | None = None,
+) -> int:
     """Train ``model`` in place from epoch ``start_epoch`` up to (excluding) ``end_epoch``.
+
+    Every batch goes through the recipe's strategy, which turns it into a loss; epoch ``e``
+    draws its shuffle, dropout masks and strategy randomness from generators seeded by
+    ``(seed, e)``, so the epochs are the same whether run straight through or resumed.
 
     Args:
         model: the model, on the device to train on.
         optimizer: its optimizer, possibly restored from a checkpoint.
         split: training images and labels (in memory or streamed from disk).
-        recipe: batch size and seed.
+        recipe: batch size, seed, strategy and total epochs.
         start_epoch: index of the first epoch to run (0-based).
         end_epoch: number of epochs completed when this returns.
         on_epoch_end: called as ``(epochs_done, model, optimizer)`` after each epoch.
         on_batch: called with the batch size after each optimisation step (progress bars).
+        num_classes: the number of classes (inferred from the model's first output if None).
+        strategy: the strategy object (built from the recipe if None).
+
+    Returns:
+        The number of images the model was trained on (copies and adversarial examples count).
     """
     device = _device_of(model)
-    num_classes = None
+    strategy = strategy or recipe.build_strategy()
+    if num_classes is None:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            model.eval()
+            probe = next(iter(split.batches(1, device)))[0]
+            num_classes = int(model(probe).shape[-1])
+    seen = 0
     for epoch in range(start_epoch, end_epoch):
-        model.train()
+        strategy.train_mode(model)
         order = torch.randperm(
             len(split), generator=make_generator(derive_seed(recipe.seed, "shuffle", epoch))
+        )
+        context = StepContext(
+            epoch=epoch,
+            total_epochs=recipe.epochs,
+            generator=make_generator(
+                derive_seed(recipe.seed, "strategy", recipe.strategy, epoch), device
+            ),
+            num_classes=num_classes,
         )
         devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(derive_seed(recipe.seed, "dropout", epoch))
             for x, y in split.batches(recipe.batch_size, device, order=order):
-                logits = model(x)
-                if num_classes is None:
-                    num_classes = logits.shape[-1]
-                    check_logits(logits, len(y), num_classes)
-                loss = F.cross_entropy(logits, y)
+                loss = strategy.loss(model, x, y, context)
+                if not torch.isfinite(loss):
+                    raise InvalidParameterError(
+                        f"training diverged: the {recipe.strategy} loss is {float(loss)} in "
+                        f"epoch {epoch + 1}; lower the learning rate ({recipe.learning_rate:g})"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()  # type: ignore[no-untyped-call]
                 optimizer.step()
                 if on_batch is not None:
                     on_batch(len(y))
+        seen += context.images
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, model, optimizer)
     model.eval()
+    return seen
 
 
 @torch.no_grad()

@@ -1,0 +1,306 @@
+"""The degradation sweep's report sections: findings, paper vs ours, errors, curves, examples.
+
+Error tables follow the papers' layout (errors out of N, rows = defences, change vs no
+defence); the paper's numbers are put beside ours when the study names a reference; then
+relative improvement, mCE, input quality, per-class precision / recall, accuracy-vs-severity
+curves, PSNR-vs-score scatters and a grid of example images (clean, degraded, defended).
+
+Example:
+    >>> # DegradationPart.report_blocks (robustlab.study.parts.degradations) lays these out
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from robustlab.metrics import error_reduction, precision_recall
+from robustlab.report.document import Block, Bullets, Figure, Heading, Paragraph, Table
+from robustlab.report.plots import accuracy_curves, montage_figure
+from robustlab.report.sections import (
+    improvement_tables,
+    mce_table,
+    per_class_tables,
+    quality_tables,
+    scatter_figures,
+)
+from robustlab.report.summary import Stat, StatKey, summarise
+from robustlab.study.config import PerClassReference, ReferenceTable, StudyConfig
+from robustlab.study.plan import Plan, Setting
+from robustlab.study.store import CellRow, ResultsStore
+
+
+def _fmt_errors(stat: Stat | None) -> str:
+    if stat is None:
+        return "–"
+    if stat.trials > 1:
+        return f"{stat.errors_mean:.1f} ± {stat.errors_std:.1f}"
+    return f"{stat.errors_mean:.0f}"
+
+
+def _fmt_severity(value: float | None) -> str:
+    return "clean" if value is None else f"{value:g}"
+
+
+def _severities(plan: Plan) -> dict[str, tuple[str | None, list[float]]]:
+    out: dict[str, tuple[str | None, list[float]]] = {}
+    for s in plan.settings:
+        if s.name == "none":
+            continue
+        _, values = out.setdefault(s.label, (s.severity_name, []))
+        if s.severity is not None and s.severity not in values:
+            values.append(s.severity)
+    return out
+
+
+def _error_tables(plan: Plan, stats: dict[StatKey, Stat]) -> list[Block]:
+    blocks: list[Block] = []
+    severities = _severities(plan)
+    for model in plan.models:
+        blocks.append(Heading(f"{model.id} ({model.length})", 3))
+        for label, (swept, values) in severities.items():
+            header = ["defence", "no noise", *(f"{swept}={v:g}" for v in values)]
+            rows = []
+            for d in plan.defenses:
+                base_row = [_fmt_errors(stats.get((model.id, d.label, "clean", None)))]
+                for v in values:
+                    stat = stats.get((model.id, d.label, label, v))
+                    text = _fmt_errors(stat)
+                    bare = stats.get((model.id, "none", label, v))
+                    if d.name != "none" and stat is not None and bare is not None:
+                        cut = error_reduction(bare.errors_mean, stat.errors_mean)
+                        if cut is not None:
+                            text += f" ({-cut:+.0f}%)"
+                    base_row.append(text)
+                rows.append([d.label, *base_row])
+            n_clean = {s.n for k, s in stats.items() if k[0] == model.id and k[2] == "clean"}
+            n_noisy = {s.n for k, s in stats.items() if k[0] == model.id and k[2] == label}
+            out_of = ", ".join(f"{n:,}" for n in sorted(n_clean | n_noisy))
+            if n_clean and n_noisy and n_clean != n_noisy:
+                out_of = f"{min(n_clean):,} clean / {max(n_noisy):,} degraded (images x copies)"
+            blocks.append(
+                Table(
+                    header, rows, caption=f"{label}: errors out of {out_of} (change vs no defence)"
+                )
+            )
+    return blocks
+
+
+def headlines(plan: Plan, stats: dict[StatKey, Stat]) -> list[str]:
+    """Per model and degradation: the best defence at the bare model's most damaging setting."""
+    lines = []
+    severities = _severities(plan)
+    for model in plan.models:
+        for label, (swept, values) in severities.items():
+            if not values:
+                continue
+            # The most damaging setting for the bare model: for noise that is the largest
+            # sigma, for JPEG the smallest quality; the stored results say which.
+            scored = [
+                (stats[k].errors_mean, v)
+                for v in values
+                if (k := (model.id, "none", label, v)) in stats
+            ]
+            if not scored:
+                continue
+            top = max(scored)[1]
+            bare = stats[(model.id, "none", label, top)]
+            best = min(
+                (
+                    (stats[(model.id, d.label, label, top)].errors_mean, d.label)
+                    for d in plan.defenses
+                    if (model.id, d.label, label, top) in stats
+                ),
+                default=None,
+            )
+            if best is None:
+                continue
+            if best[1] == "none" or math.isclose(best[0], bare.errors_mean):
+                lines.append(
+                    f"{model.id}, {label} at {swept}={top:g}: no defence beats the bare model "
+                    f"({bare.errors_mean:.0f} errors out of {bare.n:,})."
+                )
+                continue
+            cut = error_reduction(bare.errors_mean, best[0])
+            assert cut is not None  # a defence made fewer errors, so the bare model made some
+            share = f"{cut:.0f}%" if abs(cut) >= 1 else f"{cut:.1f}%"  # not "0% fewer"
+            lines.append(
+                f"{model.id}, {label} at {swept}={top:g}: **{best[1]}** cuts errors from "
+                f"{bare.errors_mean:.0f} to {best[0]:.0f} out of {bare.n:,} ({share} fewer)."
+            )
+    return lines
+
+
+def _pooled_confusion(rows: list[CellRow], model: str, degradation: str) -> np.ndarray | None:
+    pooled = None
+    for r in rows:
+        if r.model == model and r.defense == "none" and r.setting == degradation:
+            matrix = np.asarray(r.confusion, dtype=np.int64)
+            pooled = matrix if pooled is None else pooled + matrix
+    return pooled
+
+
+def _per_class_reference(
+    table: PerClassReference, rows: list[CellRow], classes: list[str]
+) -> Table:
+    ours: list[tuple[np.ndarray, float] | None] = []
+    for column in table.columns:
+        matrix = _pooled_confusion(rows, table.model, column)
+        if matrix is None:
+            ours.append(None)
+            continue
+        precision, recall = precision_recall(matrix)
+        values = precision if table.metric == "precision" else recall
+        ours.append((values, float(np.trace(matrix) / matrix.sum())))
+    body = []
+    for name, paper_values in table.rows.items():
+        index = classes.index(name) if name in classes else None
+        row = [name]
+        for column_ours, paper in zip(ours, paper_values, strict=True):
+            mine = "–"
+            if column_ours is not None and index is not None:
+                mine = f"{column_ours[0][index]:.2f}"
+            row.append(f"{mine} / {'–' if paper is None else f'{paper:.2f}'}")
+        body.append(row)
+    if table.accuracy is not None:
+        row = ["top-1 accuracy"]
+        for column_ours, paper in zip(ours, table.accuracy, strict=True):
+            mine = "–" if column_ours is None else f"{column_ours[1]:.4f}"
+            row.append(f"{mine} / {'–' if paper is None else f'{paper:.4f}'}")
+        body.append(row)
+    return Table(
+        ["class", *table.columns],
+        body,
+        caption=f"{table.title} ({table.metric}, model {table.model}, no defence, pooled)",
+    )
+
+
+def reference_blocks(
+    config: StudyConfig, stats: dict[StatKey, Stat], rows: list[CellRow], classes: list[str]
+) -> list[Block]:
+    """The paper's numbers beside ours, when the study names a ``reference``."""
+    reference = config.reference
+    if reference is None:
+        return []
+    blocks: list[Block] = [
+        Heading("Paper vs ours", 2),
+        Paragraph(f"Reference: {reference.citation.strip()}. Each cell reads **ours / paper**."),
+    ]
+    if reference.notes:
+        blocks.append(Bullets(reference.notes))
+    for table in reference.tables:
+        blocks.append(_reference_table(table, stats))
+    for per_class in reference.per_class:
+        blocks.append(_per_class_reference(per_class, rows, classes))
+    return blocks
+
+
+def _reference_table(table: ReferenceTable, stats: dict[StatKey, Stat]) -> Table:
+    header = ["defence", *(_fmt_severity(c) for c in table.columns)]
+    rows = []
+    n_ours = None
+    for defense, values in table.rows.items():
+        row = [defense]
+        for column, paper in zip(table.columns, values, strict=True):
+            degradation = "clean" if column is None else table.degradation
+            defense_key = "none" if column is None else defense
+            stat = stats.get((table.model, defense_key, degradation, column))
+            if stat is not None:
+                n_ours = stat.n
+            ours = "–"
+            if stat is not None:
+                ours = (
+                    f"{stat.errors_mean:.0f}"
+                    if table.metric == "errors"
+                    else f"{stat.accuracy_mean:.4f}"
+                )
+            if column is None and defense != "none":
+                row.append("")
+                continue
+            paper_text = "–" if paper is None else f"{paper:g}"
+            row.append(f"{ours} / {paper_text}")
+        rows.append(row)
+    unit = f" (errors out of {n_ours or '?'} ours / {table.n or '?'} paper)"
+    return Table(header, rows, caption=table.title + (unit if table.metric == "errors" else ""))
+
+
+def _example_figure(plan: Plan, store: ResultsStore) -> Figure | None:
+    stored = store.examples()
+    if not stored:
+        return None
+    columns = ["input", *(d.label for d in plan.defenses)]
+    rows: list[tuple[str, Sequence[np.ndarray | None]]] = []
+    seen: set[str] = set()
+    settings: list[Setting] = []
+    for s in plan.settings:
+        if s.key not in seen:
+            seen.add(s.key)
+            settings.append(s)
+    for s in settings:
+        strips: list[np.ndarray | None] = []
+        for column in ["degraded", *(d.label for d in plan.defenses)]:
+            item = stored.get((s.key, column))
+            strips.append(
+                None if item is None else np.frombuffer(item[0], dtype=np.uint8).reshape(item[1])
+            )
+        if any(x is not None for x in strips):
+            name = "clean" if s.name == "none" else f"{s.label} {s.severity_name}={s.severity:g}"
+            rows.append((name, strips))
+    if not rows:
+        return None
+    return Figure(
+        "examples",
+        montage_figure(rows, columns),
+        "Example test images: the degraded input and what each defence makes of it "
+        "(lin2022 Figures 7 and 8).",
+    )
+
+
+def degradation_blocks(
+    plan: Plan, store: ResultsStore, config: StudyConfig, classes: list[str]
+) -> list[Block]:
+    """The degradation sweep's body sections, from the stored plan and cells."""
+    rows = store.cells([c.key for c in plan.cells])
+    stats = summarise(rows)
+    blocks: list[Block] = []
+    copies_note = (
+        f" Every test image is degraded {config.copies} times per trial (Monte-Carlo copies), "
+        "so N counts images x copies."
+        if config.copies > 1
+        else ""
+    )
+    blocks.append(Heading("Errors per defence and degradation", 2))
+    if copies_note:
+        blocks.append(Paragraph(copies_note.strip()))
+    blocks += _error_tables(plan, stats)
+
+    severities = _severities(plan)
+    blocks += improvement_tables(plan, stats, severities)
+    blocks += mce_table(plan, stats, severities, config.baseline_model)
+    blocks += quality_tables(plan, rows, severities)
+    if classes:
+        blocks += per_class_tables(plan, rows, classes)
+    if severities:
+        curves = accuracy_curves(
+            stats,
+            [m.id for m in plan.models],
+            [d.label for d in plan.defenses],
+            [(label, swept, values) for label, (swept, values) in severities.items()],
+        )
+        blocks += [
+            Heading("Accuracy vs severity", 2),
+            Figure(
+                "accuracy",
+                curves,
+                "Accuracy per defence (colour) and model (line style); grey lines: clean "
+                "accuracy of the bare model; bands: ± one standard deviation over trials.",
+            ),
+        ]
+    if classes:
+        blocks += scatter_figures(plan, rows, store, classes)
+    examples = _example_figure(plan, store)
+    if examples is not None:
+        blocks += [Heading("Examples", 2), examples]
+    return blocks

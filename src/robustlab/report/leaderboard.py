@@ -1,0 +1,327 @@
+"""The defence leaderboard: every model x input defence of a study ranked on one page.
+
+One row per fix (a model, possibly trained with a strategy, behind an input defence): clean
+accuracy, accuracy at each degradation's strongest level (the level where the study's fixes
+do worst on average), the mean and the worst of those, the per-sample worst case under the
+study's attacks at their largest budget (every attack and protocol must fail to count a sample
+as broken), the overall worst case, what the fix cost to train (the model's training seconds,
+its parents' included) and its inference cost relative to the reference model without a
+defence. With a baseline (``baseline_model``, else the first model) it adds the clean-accuracy
+change (cavey's "within X % of the natural model") and ghosh2018's recovered share
+``(d' - d) / (c - d)`` of the mean degraded accuracy. A scatter of clean against worst-case
+accuracy marks the Pareto front: the fixes no other fix beats on both.
+
+Example:
+    >>> entries = [Entry("a", "none", clean=0.99, worst=0.20), Entry("b", "median", 0.97, 0.60),
+    ...            Entry("c", "none", 0.95, 0.50)]
+    >>> [e.label for e in pareto_front(entries)]
+    ['b (median)', 'a (none)']
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from robustlab.report.document import Block, Figure, Heading, Paragraph, Table
+from robustlab.report.plots import _png
+from robustlab.study.attack_executor import AttackPlan, worst_case
+from robustlab.study.plan import Plan, PlannedModel
+from robustlab.study.store import CellRow, ResultsStore
+
+
+@dataclass
+class Entry:
+    """One fix: a model behind an input defence, and what it scored."""
+
+    model: str
+    defense: str
+    clean: float | None = None
+    worst: float | None = None  # overall worst case (degradations and attacks)
+    degraded: dict[str, float] = field(default_factory=dict)  # label -> strongest-level accuracy
+    attack: float | None = None  # per-sample worst case at the largest budget
+    train_seconds: float | None = None
+    inference: float | None = None  # seconds per clean pass, relative to the reference
+
+    @property
+    def label(self) -> str:
+        """``model (defence)``."""
+        return f"{self.model} ({self.defense})"
+
+    @property
+    def mean_degraded(self) -> float | None:
+        """Mean accuracy over the degradations' strongest levels."""
+        values = list(self.degraded.values())
+        return sum(values) / len(values) if values else None
+
+    @property
+    def worst_degraded(self) -> float | None:
+        """Lowest accuracy over the degradations' strongest levels."""
+        return min(self.degraded.values()) if self.degraded else None
+
+
+def pareto_front(entries: Sequence[Entry]) -> list[Entry]:
+    """Entries no other entry beats on clean *and* worst-case accuracy, best worst case first."""
+    scored = [e for e in entries if e.clean is not None and e.worst is not None]
+    front = [
+        e
+        for e in scored
+        if not any(
+            o.clean >= e.clean and o.worst >= e.worst and (o.clean, o.worst) != (e.clean, e.worst)  # type: ignore[operator]
+            for o in scored
+        )
+    ]
+    return sorted(front, key=lambda e: -(e.worst or 0.0))
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _strongest_levels(rows: list[CellRow]) -> dict[str, float | None]:
+    """Per degradation label, the severity where the fixes do worst on average."""
+    by_level: dict[tuple[str, float | None], list[float]] = defaultdict(list)
+    for r in rows:
+        if r.setting_name != "none":
+            by_level[(r.setting, r.severity)].append(r.accuracy)
+    strongest: dict[str, tuple[float, float | None]] = {}
+    for (label, severity), accuracies in by_level.items():
+        mean = _mean(accuracies)
+        if label not in strongest or mean < strongest[label][0]:
+            strongest[label] = (mean, severity)
+    return {label: severity for label, (_, severity) in strongest.items()}
+
+
+def _training_seconds(
+    model: PlannedModel, cards: dict[str, dict[str, object]], seen: set[str] | None = None
+) -> float | None:
+    """The model's training seconds plus its ancestors' (each counted once)."""
+    seen = set() if seen is None else seen
+    if model.id in seen:
+        return 0.0
+    seen.add(model.id)
+    card = cards.get(model.id, {}).get("card", {})
+    own = card.get("train_seconds") if isinstance(card, dict) else None
+    if model.recipe is None:
+        return 0.0
+    if not isinstance(own, int | float):
+        return None
+    total = float(own)
+    for _, parent in model.parents:
+        extra = _training_seconds(parent, cards, seen)
+        if extra is None:
+            return None
+        total += extra
+    return total
+
+
+def leaderboard_entries(
+    plan: Plan | None,
+    attacks: AttackPlan | None,
+    models: list[PlannedModel],
+    store: ResultsStore,
+    reference: str,
+) -> list[Entry]:
+    """Every (model, defence) of the study with its scores, from the stored cells."""
+    rows = store.cells([c.key for c in plan.cells]) if plan is not None else []
+    strongest = _strongest_levels(rows)
+    grouped: dict[tuple[str, str], list[CellRow]] = defaultdict(list)
+    for r in rows:
+        grouped[(r.model, r.defense)].append(r)
+    defenses = [d.label for d in plan.defenses] if plan is not None else []
+    if attacks is not None:
+        defenses += [d.label for d in attacks.defenses if d.label not in defenses]
+    worst_attack: dict[tuple[str, str], tuple[float, float]] = {}
+    if attacks is not None:
+        for (model_id, defense, _norm, eps), (robust, n, _) in worst_case(attacks, store).items():
+            pair = (model_id, defense)
+            if n and (pair not in worst_attack or eps > worst_attack[pair][0]):
+                worst_attack[pair] = (eps, robust / n)
+    cards = store.models()
+    reference_time = _clean_seconds(grouped.get((reference, "none"), []))
+    entries = []
+    for model in models:
+        seconds = _training_seconds(model, cards)
+        for defense in defenses:
+            cells = grouped.get((model.id, defense), [])
+            clean = [r.accuracy for r in cells if r.setting_name == "none"]
+            entry = Entry(model.id, defense, clean=_mean(clean) if clean else None)
+            for label, severity in strongest.items():
+                hits = [r.accuracy for r in cells if r.setting == label and r.severity == severity]
+                if hits:
+                    entry.degraded[label] = _mean(hits)
+            attack = worst_attack.get((model.id, defense))
+            entry.attack = attack[1] if attack is not None else None
+            candidates = [v for v in (entry.worst_degraded, entry.attack) if v is not None]
+            entry.worst = min(candidates) if candidates else None
+            entry.train_seconds = seconds
+            own_time = _clean_seconds(cells)
+            if own_time is not None and reference_time:
+                entry.inference = own_time / reference_time
+            if entry.clean is not None or entry.attack is not None:
+                entries.append(entry)
+    return entries
+
+
+def _clean_seconds(cells: list[CellRow]) -> float | None:
+    times = [
+        float(r.metrics["forward_seconds"])
+        for r in cells
+        if r.setting_name == "none" and r.metrics.get("forward_seconds") is not None
+    ]
+    return sum(times) if times else None
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _pareto_figure(entries: list[Entry], front: list[Entry]) -> bytes:
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    on_front = {id(e) for e in front}
+    for e in entries:
+        if e.clean is None or e.worst is None:
+            continue
+        star = id(e) in on_front
+        ax.scatter(
+            100 * e.clean,
+            100 * e.worst,
+            s=90 if star else 36,
+            marker="*" if star else "o",
+            color="tab:red" if star else "tab:blue",
+            zorder=3,
+        )
+        ax.annotate(e.label, (100 * e.clean, 100 * e.worst), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points")  # fmt: skip
+    line = sorted((100 * e.clean, 100 * e.worst) for e in front if e.clean and e.worst)
+    if len(line) > 1:
+        ax.plot(*zip(*line, strict=True), color="tab:red", lw=1, ls="--", zorder=2)
+    ax.set_xlabel("clean accuracy (%)")
+    ax.set_ylabel("worst-case accuracy (%)")
+    ax.set_title("Clean vs worst case (red stars: Pareto front)")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def leaderboard_blocks(
+    plan: Plan | None,
+    attacks: AttackPlan | None,
+    models: list[PlannedModel],
+    store: ResultsStore,
+    baseline: str | None,
+) -> list[Block]:
+    """The leaderboard section (empty for a study of one model and one defence)."""
+    reference = baseline or (models[0].id if models else "")
+    entries = leaderboard_entries(plan, attacks, models, store, reference)
+    if len(entries) < 2:
+        return []
+    entries.sort(key=lambda e: (-(e.worst if e.worst is not None else -1.0), -(e.clean or 0.0)))
+    front = pareto_front(entries)
+    on_front = {id(e) for e in front}
+    labels = sorted({label for e in entries for label in e.degraded})
+    attack_budget = _attack_budget(attacks, store)
+    base = next((e for e in entries if e.model == reference and e.defense == "none"), None)
+    header = ["", "model", "defence", "clean %", *(f"{label} %" for label in labels)]
+    if labels:
+        header += ["mean %", "worst degr. %"]
+    if attacks is not None:
+        header.append(f"attack worst case {attack_budget} %")
+    header += ["worst case %", "train s", "inference ×"]
+    if base is not None:
+        header += ["clean Δ vs base (pts)", "recovered (d'-d)/(c-d)"]
+    body = []
+    for e in entries:
+        row = ["★" if id(e) in on_front else "", e.model, e.defense, _pct(e.clean)]
+        row += [_pct(e.degraded.get(label)) for label in labels]
+        if labels:
+            row += [_pct(e.mean_degraded), _pct(e.worst_degraded)]
+        if attacks is not None:
+            row.append(_pct(e.attack))
+        row += [
+            _pct(e.worst),
+            "–" if e.train_seconds is None else f"{e.train_seconds:.0f}",
+            "–" if e.inference is None else f"{e.inference:.2f}",
+        ]
+        if base is not None:
+            row += [_clean_delta(e, base), _recovered(e, base)]
+        body.append(row)
+    cheapest = _cheapest_fix(entries, front, base)
+    blocks: list[Block] = [
+        Heading("Defence leaderboard", 2),
+        Paragraph(
+            "Every model behind every input defence, ranked by its worst case (the lowest of "
+            "its accuracy at each degradation's strongest level and, with attacks, of the "
+            "per-sample worst case over every attack and protocol at the largest budget). "
+            f"Train s: the model's training time, its parents' included; inference ×: time of "
+            f"a clean pass relative to {reference} without a defence. ★: on the Pareto front "
+            "(no other fix is better on both clean and worst-case accuracy)."
+            + (
+                f" Base for the last two columns: {reference} without a defence; recovered = "
+                "(d' - d) / (c - d) with c its clean and d its mean degraded accuracy, d' the "
+                "fix's mean degraded accuracy (ghosh2018)."
+                if base is not None
+                else ""
+            )
+        ),
+    ]
+    if cheapest:
+        blocks.append(Paragraph(cheapest))
+    blocks.append(Table(header, body, caption="Defence leaderboard (accuracies in %)"))
+    if len([e for e in entries if e.clean is not None and e.worst is not None]) >= 2:
+        blocks.append(
+            Figure(
+                "leaderboard-pareto",
+                _pareto_figure(entries, front),
+                "Clean against worst-case accuracy for every fix; the dashed line joins the "
+                "Pareto front.",
+            )
+        )
+    return blocks
+
+
+def _attack_budget(attacks: AttackPlan | None, store: ResultsStore) -> str:
+    if attacks is None:
+        return ""
+    budgets = {(norm, eps) for (_, _, norm, eps) in worst_case(attacks, store)}
+    if not budgets:
+        return ""
+    top = max(budgets, key=lambda b: b[1])
+    return f"({top[0]} eps={top[1]:g})"
+
+
+def _clean_delta(e: Entry, base: Entry) -> str:
+    if e.clean is None or base.clean is None:
+        return "–"
+    return f"{100 * (e.clean - base.clean):+.1f}"
+
+
+def _recovered(e: Entry, base: Entry) -> str:
+    c, d, d2 = base.clean, base.mean_degraded, e.mean_degraded
+    if c is None or d is None or d2 is None or math.isclose(c, d, abs_tol=1e-9):
+        return "–"
+    return f"{(d2 - d) / (c - d):+.2f}"
+
+
+def _cheapest_fix(entries: list[Entry], front: list[Entry], base: Entry | None) -> str:
+    """One sentence: the cheapest fix on the front that beats the base's worst case."""
+    if base is None or base.worst is None:
+        return ""
+    better = [e for e in front if e is not base and e.worst is not None and e.worst > base.worst]
+    if not better:
+        return (
+            f"No fix beats {base.label} on the worst case ({_pct(base.worst)} %): nothing "
+            "in this study really helps there."
+        )
+    cost = min(better, key=lambda e: ((e.train_seconds or 0.0), (e.inference or 1.0)))
+    return (
+        f"Cheapest fix on the Pareto front that beats {base.label}'s worst case "
+        f"({_pct(base.worst)} %): **{cost.label}**, worst case {_pct(cost.worst)} %, clean "
+        f"{_pct(cost.clean)} % (base {_pct(base.clean)} %)."
+    )
