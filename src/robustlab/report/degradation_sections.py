@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from robustlab.metrics import error_reduction, precision_recall
 from robustlab.report.document import Block, Bullets, Figure, Heading, Paragraph, Table
-from robustlab.report.plots import accuracy_curves, montage_figure
+from robustlab.report.plots import accuracy_curves, montage_figure, training_level_figure
 from robustlab.report.sections import (
     improvement_tables,
     mce_table,
@@ -298,9 +299,84 @@ def degradation_blocks(
                 "accuracy of the bare model; bands: ± one standard deviation over trials.",
             ),
         ]
+    blocks += training_level_blocks(plan, store, config)
     if classes:
         blocks += scatter_figures(plan, rows, store, classes)
     examples = _example_figure(plan, store)
     if examples is not None:
         blocks += [Heading("Examples", 2), examples]
     return blocks
+
+
+def _level_value(value: object) -> float | None:
+    """A number for a swept training level: itself, a list's largest, a range's high end."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, list) and value and all(isinstance(v, int | float) for v in value):
+        return float(max(value))
+    if isinstance(value, dict) and isinstance(value.get("high"), int | float):
+        return float(value["high"])
+    return None
+
+
+def training_level_blocks(plan: Plan, store: ResultsStore, config: StudyConfig) -> list[Block]:
+    """Cavey's Figures A-C: accuracy against the training level, one line per test setting.
+
+    For every family of models made by one ``grid`` key (same strategy and base, ``sweep``
+    differing in one numeric key), the bare models' accuracy at each test setting (clean and
+    every degradation level) is drawn against the swept value, with the natural models
+    (standard strategy, no sweep) as dashed reference lines.
+    """
+    rows = store.cells([c.key for c in plan.cells])
+    accuracy: dict[tuple[str, str, float | None], list[float]] = {}
+    for r in rows:
+        if r.defense == "none":
+            accuracy.setdefault((r.model, r.setting, r.severity), []).append(r.accuracy)
+    families: dict[tuple[str, str], list[tuple[float, list[str]]]] = {}
+    natural: list[str] = []
+    for m in config.models:
+        if not m.sweep and m.strategy_name == "standard":
+            natural += m.ids()
+        for key, value in m.sweep.items():
+            x = _level_value(value)
+            if x is None:
+                continue
+            others = {k: v for k, v in m.sweep.items() if k != key}
+            group = (f"{m.strategy_name} {json.dumps(others, sort_keys=True)}", key)
+            families.setdefault(group, []).append((x, m.ids()))
+    tests = sorted({(label, sev) for (_, label, sev) in accuracy}, key=lambda t: (t[0], t[1] or 0))
+    blocks: list[Block] = []
+    for (family, key), points in families.items():
+        if len({x for x, _ in points}) < 2:
+            continue
+        for epochs_index in range(max(len(ids) for _, ids in points)):
+            series = []
+            for label, severity in tests:
+                xs, ys = [], []
+                for x, ids in sorted(points):
+                    if epochs_index < len(ids) and (ids[epochs_index], label, severity) in accuracy:
+                        values = accuracy[(ids[epochs_index], label, severity)]
+                        xs.append(x)
+                        ys.append(sum(values) / len(values))
+                reference = [
+                    sum(accuracy[(n, label, severity)]) / len(accuracy[(n, label, severity)])
+                    for n in natural
+                    if (n, label, severity) in accuracy
+                ]
+                if xs:
+                    name = label if severity is None else f"{label} {severity:g}"
+                    series.append((name, xs, ys, reference[0] if reference else None))
+            if not series:
+                continue
+            title = f"{family.split(' ', 1)[0]}: accuracy vs training {key.split('.')[-1]}"
+            blocks.append(
+                Figure(
+                    f"training-level-{len(blocks)}",
+                    training_level_figure(series, key.split(".")[-1], title),
+                    f"{title} ({key}); one line per test setting, dashed: the natural model "
+                    "(cavey Figures A-C).",
+                )
+            )
+    return [Heading("Accuracy vs training level", 2), *blocks] if blocks else []

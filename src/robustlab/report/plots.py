@@ -160,3 +160,28 @@ def score_scatter(
     axes[0][0].set_ylabel("score of true class", fontsize=7)
     fig.tight_layout()
     return _png(fig)
+
+
+def training_level_figure(
+    series: Sequence[tuple[str, list[float], list[float], float | None]], axis: str, title: str
+) -> bytes:
+    """Accuracy against a training level, one line per test setting (cavey Figures A-C).
+
+    Args:
+        series: ``(test setting, training levels, accuracies, natural model's accuracy)``.
+        axis: the swept training parameter's name (x label).
+        title: the panel title.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colours = plt.get_cmap("tab10")
+    for i, (name, xs, ys, reference) in enumerate(series):
+        colour = colours(i % 10)
+        ax.plot(xs, [100 * y for y in ys], marker="o", color=colour, label=name)
+        if reference is not None:
+            ax.axhline(100 * reference, color=colour, ls="--", lw=0.8)
+    ax.set_xlabel(f"training {axis}")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return _png(fig)

@@ -19,8 +19,11 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import itertools
+import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -188,6 +191,10 @@ class ModelConfig(_Strict):
     )
     parent: str | None = Field(
         None, description="id of the study model this one starts from (e.g. cnn-e10)"
+    )
+    sweep: dict[str, Any] = Field(
+        default_factory=dict,
+        description="set by a model grid: the grid point this entry is (report axes)",
     )
 
     @field_validator("architecture")
@@ -522,6 +529,21 @@ class StudyConfig(_Strict):
         None, description="aghdam2016's minimal-noise search (GA vs Szegedy et al.)"
     )
 
+    @field_validator("models", mode="before")
+    @classmethod
+    def _expand_model_grids(cls, entries: Any) -> Any:
+        """Replace every model entry with a ``grid`` by one entry per grid point."""
+        if not isinstance(entries, list):
+            return entries
+        expanded: list[Any] = []
+        for entry in entries:
+            if isinstance(entry, dict) and "grid" in entry:
+                with _as_value_error():
+                    expanded += expand_model_grid(entry)
+            else:
+                expanded.append(entry)
+        return expanded
+
     @field_validator("degradations", mode="before")
     @classmethod
     def _expand_suites(cls, entries: Any) -> Any:
@@ -566,6 +588,74 @@ class StudyConfig(_Strict):
     def run_dir(self, base: str | os.PathLike[str] | None = None) -> Path:
         """The run directory: ``base`` if given, else ``output``, else ``runs/<name>``."""
         return Path(base or self.output or Path("runs") / self.name)
+
+
+_GRID_ROOTS = ("params", "strategy", "factory_params")
+
+
+def _set_path(entry: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``entry[a][b]...[z] = value`` for ``path`` ``a.b...z``, creating mappings."""
+    *parents, leaf = path.split(".")
+    target = entry
+    for part in parents:
+        child = target.get(part)
+        if isinstance(child, str) and part == "strategy" and target is entry:
+            name, params = parse_spec(child)
+            child = {"name": name, "params": params}
+        if child is None:
+            child = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"model grid key '{path}': '{part}' is not a mapping")
+        child = copy.deepcopy(child)
+        target[part] = child
+        target = child
+    target[leaf] = value
+
+
+def _grid_value_name(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", text).strip("_") or "x"
+
+
+def expand_model_grid(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """One model entry per point of its ``grid`` (cavey's Table I ablation, training levels).
+
+    Grid keys are dotted paths into the entry: ``params.batch_norm`` (architecture
+    parameters), ``strategy.params.perturbation.levels`` (a strategy parameter; a spec-string
+    strategy is expanded to a mapping first), ``learning_rate``, ``seed``... Each point's name
+    is the entry's name followed by ``-<leaf>-<value>`` per key, and its ``sweep`` records the
+    point, so reports can draw accuracy against it.
+
+    Example:
+        >>> [m["name"] for m in expand_model_grid({
+        ...     "name": "cavey", "architecture": "cavey_cifar10",
+        ...     "grid": {"params.batch_norm": [True, False], "params.dropout": [0.2, 0.0]}})]
+        ['cavey-batch_norm-true-dropout-0.2', 'cavey-batch_norm-true-dropout-0.0', \
+'cavey-batch_norm-false-dropout-0.2', 'cavey-batch_norm-false-dropout-0.0']
+    """
+    grid = entry.get("grid")
+    if not isinstance(grid, dict) or not grid:
+        raise ConfigError(
+            f"model '{entry.get('name')}': grid must map parameter paths to lists of values, "
+            "e.g. {params.batch_norm: [true, false]}"
+        )
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(
+                f"model '{entry.get('name')}': grid '{key}' needs a non-empty list of values"
+            )
+    base = {k: v for k, v in entry.items() if k != "grid"}
+    out = []
+    for combo in itertools.product(*grid.values()):
+        point = dict(zip(grid, combo, strict=True))
+        model = copy.deepcopy(base)
+        for path, value in point.items():
+            _set_path(model, path, value)
+        suffix = "-".join(f"{p.split('.')[-1]}-{_grid_value_name(v)}" for p, v in point.items())
+        model["name"] = f"{base.get('name', 'model')}-{suffix}"
+        model["sweep"] = point
+        out.append(model)
+    return out
 
 
 def _check_parents(models: list[ModelConfig]) -> None:
