@@ -199,17 +199,22 @@ def reference_blocks(
 
 
 def _reference_table(table: ReferenceTable, stats: dict[StatKey, Stat]) -> Table:
-    header = ["defence", *(_fmt_severity(c) for c in table.columns)]
+    header = [
+        "model" if table.rows_are == "models" else "defence",
+        *(_fmt_severity(c) for c in table.columns),
+    ]
+    if table.improvement is not None:
+        header.append("(d'-d)/(c-d)")
     rows = []
     n_ours = None
-    for defense, values in table.rows.items():
-        row = [defense]
+    ours_values: dict[str, dict[float | None, float]] = {}
+    for label, values in table.rows.items():
+        row = [label]
         for column, paper in zip(table.columns, values, strict=True):
-            degradation = "clean" if column is None else table.degradation
-            defense_key = "none" if column is None else defense
-            stat = stats.get((table.model, defense_key, degradation, column))
+            stat = stats.get(table.cell(label, column))
             if stat is not None:
                 n_ours = stat.n
+                ours_values.setdefault(label, {})[column] = stat.accuracy_mean
             ours = "–"
             if stat is not None:
                 ours = (
@@ -217,12 +222,24 @@ def _reference_table(table: ReferenceTable, stats: dict[StatKey, Stat]) -> Table
                     if table.metric == "errors"
                     else f"{stat.accuracy_mean:.4f}"
                 )
-            if column is None and defense != "none":
+            if column is None and table.rows_are == "defenses" and label != "none":
                 row.append("")
                 continue
             paper_text = "–" if paper is None else f"{paper:g}"
             row.append(f"{ours} / {paper_text}")
         rows.append(row)
+    if table.improvement is not None:
+        assert table.baseline is not None
+        last = [c for c in table.columns if c is not None][-1]
+        base = ours_values.get(table.baseline, {})
+        for row in rows:
+            mine = "–"
+            c, d = base.get(None), base.get(last)
+            d2 = ours_values.get(row[0], {}).get(last)
+            if c is not None and d is not None and d2 is not None and abs(c - d) > 1e-12:
+                mine = f"{(d2 - d) / (c - d):+.2f}"
+            paper = table.improvement.get(row[0])
+            row.append(f"{mine} / {'–' if paper is None else f'{paper:g}'}")
     unit = f" (errors out of {n_ours or '?'} ours / {table.n or '?'} paper)"
     return Table(header, rows, caption=table.title + (unit if table.metric == "errors" else ""))
 

@@ -434,15 +434,59 @@ class AttackConfig(SweptPieceConfig):
 
 
 class ReferenceTable(_Strict):
-    """Published numbers to put beside ours: one table of a paper."""
+    """Published numbers to put beside ours: one table of a paper.
+
+    Rows are the defences of one ``model`` (lin2022's tables), or, with ``rows_are: models``,
+    models of the study behind one ``defense`` (cavey's and ghosh2018's tables compare
+    training strategies). ``improvement`` adds ghosh2018's ``(d' - d) / (c - d)`` column, with
+    ``c`` and ``d`` the ``baseline`` row's clean and last-column values and ``d'`` each row's
+    last-column value; its mapping holds the paper's value per row.
+    """
 
     title: str
-    model: str = Field(description="model id in this study, e.g. cnn-e10")
+    model: str | None = Field(None, description="model id in this study, e.g. cnn-e10")
+    rows_are: Literal["defenses", "models"] = "defenses"
+    defense: str = Field("none", description="the defence of every row when rows are models")
     degradation: str
     metric: Literal["errors", "accuracy"] = "errors"
     n: int | None = Field(None, description="test set size the paper counted errors on")
     columns: list[float | None] = Field(description="severities; null for the clean column")
-    rows: dict[str, list[float | None]] = Field(description="defence label -> values per column")
+    rows: dict[str, list[float | None]] = Field(
+        description="defence label (or model id) -> values per column"
+    )
+    baseline: str | None = Field(None, description="the row (model id) c and d come from")
+    improvement: dict[str, float | None] | None = Field(
+        None, description="the paper's (d' - d) / (c - d) per row"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ReferenceTable:
+        if self.rows_are == "defenses" and self.model is None:
+            raise ValueError(f"reference table '{self.title}' needs model (rows are defences)")
+        for label, values in self.rows.items():
+            if len(values) != len(self.columns):
+                raise ValueError(
+                    f"reference table '{self.title}': row '{label}' has {len(values)} values "
+                    f"for {len(self.columns)} columns"
+                )
+        if self.improvement is not None:
+            if self.baseline is None or self.baseline not in self.rows:
+                raise ValueError(
+                    f"reference table '{self.title}': improvement needs baseline, one of its rows"
+                )
+            if None not in self.columns:
+                raise ValueError(
+                    f"reference table '{self.title}': improvement needs a clean column (null)"
+                )
+        return self
+
+    def cell(self, row: str, column: float | None) -> tuple[str, str, str, float | None]:
+        """The stats key ``(model, defence, setting, severity)`` of a row and column."""
+        setting = "clean" if column is None else self.degradation
+        if self.rows_are == "models":
+            return (row, self.defense, setting, column)
+        assert self.model is not None
+        return (self.model, "none" if column is None else row, setting, column)
 
 
 class PerClassReference(_Strict):
