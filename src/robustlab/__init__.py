@@ -5,7 +5,9 @@ The Python API in one screen:
 - :func:`run_study` runs a YAML study (or a built-in one) and writes results and report;
 - :func:`load_model` loads a saved model (pixel-space input in ``[0, 1]``, logits out);
 - :func:`load_dataset`, :func:`create_degradation`, :func:`create_defense`,
-  :func:`create_model` build the pieces by name; ``robustlab list`` shows them all.
+  :func:`create_model`, :func:`create_strategy` build the pieces by name; ``robustlab list``
+  shows them all;
+- :class:`TrainingRecipe` and :class:`ModelCache` train a model with any strategy (cached).
 
 Example:
     >>> import torch, robustlab
@@ -17,19 +19,25 @@ Example:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from robustlab.data.datasets import load_dataset
 from robustlab.defend import create_defense, defended
 from robustlab.degrade import create_degradation
 from robustlab.models import create_model, load_model
 from robustlab.study.runner import run_study
+from robustlab.train.cache import ModelCache
+from robustlab.train.loop import TrainingRecipe
+from robustlab.train.strategy import create_strategy
 
 __all__ = [
+    "ModelCache",
+    "TrainingRecipe",
     "__version__",
     "create_defense",
     "create_degradation",
     "create_model",
+    "create_strategy",
     "defended",
     "load_dataset",
     "load_model",
