@@ -154,3 +154,18 @@ def test_monte_carlo_copies_quality_and_records(tmp_path: Path) -> None:
         "PSNR vs score",
     ):
         assert section in report, section
+
+
+def test_run_studies_refuses_an_unknown_study_name_before_any_work(tmp_path: Path) -> None:
+    from robustlab.errors import ConfigError
+    from robustlab.study.runner import run_studies
+
+    path = tmp_path / "two.yaml"
+    path.write_text(
+        "name: first\ndataset: {name: mnist-sample}\n"
+        "models: [{name: cnn, architecture: lin2022_cnn, epochs: [1]}]\n"
+        "---\nname: second\nbase: first\n"
+    )
+    with pytest.raises(ConfigError, match="no study named third.*its studies: first, second"):
+        run_studies(path, only=["third"], run_dir=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()

@@ -76,12 +76,22 @@ def run(
         Path | None, typer.Option("--output", "-o", help="Run directory (default: the study's).")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    study: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--study",
+            "-s",
+            help="Run only this study of a multi-study file (repeatable); default: all.",
+        ),
+    ] = None,
 ) -> None:
     """Run a study: train (or reuse cached) models, evaluate every cell, write the report.
 
-    Cells are degradations, attacks (oblivious and adaptive) and the minimal-noise search the
-    study file names, for every model and defence. Rerunning the same study skips finished
-    cells and cached models, so an interrupted run (Ctrl-C, kill) resumes where it stopped.
+    Models are trained with their strategies (parents first, each once; see `robustlab list
+    strategies`); cells are degradations, attacks (oblivious and adaptive) and the minimal-noise
+    search the study file names, for every model and defence. Rerunning the same study skips
+    finished cells and cached models, so an interrupted run (Ctrl-C, kill) resumes where it
+    stopped.
     """
     from robustlab.study.runner import resolve_config_path, run_studies
 
@@ -90,7 +100,12 @@ def run(
         if not quiet:
             errors.print(f"study file: {path}")
         results = run_studies(
-            path, data_dir=data_dir, device=device, run_dir=output, progress=not quiet
+            path,
+            data_dir=data_dir,
+            device=device,
+            run_dir=output,
+            progress=not quiet,
+            only=study or None,
         )
     except KeyboardInterrupt:
         errors.print(

@@ -246,14 +246,26 @@ def run_studies(
     path_or_name: str | os.PathLike[str] | None = None,
     *,
     run_dir: str | os.PathLike[str] | None = None,
+    only: list[str] | None = None,
     **options: Any,
 ) -> list[RunResult]:
     """Run every study of a (possibly multi-document) study file, in order.
 
     With several studies, ``run_dir`` is a parent folder: each study gets ``run_dir/<name>``.
-    Other keyword arguments are those of :func:`run_study`.
+    ``only`` names the studies to run (e.g. the CIFAR-10 study of a replication whose first
+    study runs on the offline stand-in); unknown names fail before any work. Other keyword
+    arguments are those of :func:`run_study`.
     """
     configs = load_configs(resolve_config_path(path_or_name))
+    if only:
+        names = [c.name for c in configs]
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            raise ConfigError(
+                f"no study named {', '.join(unknown)} in {path_or_name}; its studies: "
+                f"{', '.join(names)}"
+            )
+        configs = [c for c in configs if c.name in only]
     results = []
     for config in configs:
         target = run_dir
