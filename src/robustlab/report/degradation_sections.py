@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -179,7 +180,11 @@ def _per_class_reference(
 
 
 def reference_blocks(
-    config: StudyConfig, stats: dict[StatKey, Stat], rows: list[CellRow], classes: list[str]
+    config: StudyConfig,
+    stats: dict[StatKey, Stat],
+    rows: list[CellRow],
+    classes: list[str],
+    cards: dict[str, dict[str, Any]] | None = None,
 ) -> list[Block]:
     """The paper's numbers beside ours, when the study names a ``reference``."""
     reference = config.reference
@@ -192,19 +197,23 @@ def reference_blocks(
     if reference.notes:
         blocks.append(Bullets(reference.notes))
     for table in reference.tables:
-        blocks.append(_reference_table(table, stats))
+        blocks.append(_reference_table(table, stats, cards or {}))
     for per_class in reference.per_class:
         blocks.append(_per_class_reference(per_class, rows, classes))
     return blocks
 
 
-def _reference_table(table: ReferenceTable, stats: dict[StatKey, Stat]) -> Table:
+def _reference_table(
+    table: ReferenceTable, stats: dict[StatKey, Stat], cards: dict[str, dict[str, Any]]
+) -> Table:
     header = [
         "model" if table.rows_are == "models" else "defence",
         *(_fmt_severity(c) for c in table.columns),
     ]
     if table.improvement is not None:
         header.append("(d'-d)/(c-d)")
+    if table.train_accuracy is not None:
+        header.append("train accuracy")
     rows = []
     n_ours = None
     ours_values: dict[str, dict[float | None, float]] = {}
@@ -240,6 +249,15 @@ def _reference_table(table: ReferenceTable, stats: dict[StatKey, Stat]) -> Table
                 mine = f"{(d2 - d) / (c - d):+.2f}"
             paper = table.improvement.get(row[0])
             row.append(f"{mine} / {'–' if paper is None else f'{paper:g}'}")
+    if table.train_accuracy is not None:
+        for row in rows:
+            card = cards.get(row[0], {}).get("card", {})
+            mine = card.get("train_accuracy")
+            paper = table.train_accuracy.get(row[0])
+            row.append(
+                f"{'–' if mine is None else f'{mine:.4f}'} / "
+                f"{'–' if paper is None else f'{paper:.4f}'}"
+            )
     unit = f" (errors out of {n_ours or '?'} ours / {table.n or '?'} paper)"
     return Table(header, rows, caption=table.title + (unit if table.metric == "errors" else ""))
 

@@ -458,6 +458,9 @@ class ReferenceTable(_Strict):
     improvement: dict[str, float | None] | None = Field(
         None, description="the paper's (d' - d) / (c - d) per row"
     )
+    train_accuracy: dict[str, float | None] | None = Field(
+        None, description="the paper's training accuracy per row (model id), as a fraction"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ReferenceTable:

@@ -121,7 +121,9 @@ class DegradationPart(StudyPart[Plan]):
     def lead_blocks(self, plan: Plan, context: ReportContext) -> list[Block]:
         """The paper's numbers beside ours, when the study names a reference."""
         rows = context.store.cells([c.key for c in plan.cells])
-        return reference_blocks(context.config, summarise(rows), rows, context.classes)
+        return reference_blocks(
+            context.config, summarise(rows), rows, context.classes, context.store.models()
+        )
 
     def report_blocks(self, plan: Plan, context: ReportContext) -> list[Block]:
         """Error tables, improvement, mCE, quality, per-class, curves, scatters, examples."""
