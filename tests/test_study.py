@@ -166,6 +166,6 @@ def test_run_studies_refuses_an_unknown_study_name_before_any_work(tmp_path: Pat
         "models: [{name: cnn, architecture: lin2022_cnn, epochs: [1]}]\n"
         "---\nname: second\nbase: first\n"
     )
-    with pytest.raises(ConfigError, match="no study named third.*its studies: first, second"):
+    with pytest.raises(ConfigError, match=r"no study named third.*its studies: first, second"):
         run_studies(path, only=["third"], run_dir=tmp_path / "runs")
     assert not (tmp_path / "runs").exists()

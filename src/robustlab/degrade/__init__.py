@@ -9,11 +9,12 @@ Example:
     True
 """
 
-from robustlab.degrade import blur, codecs, compose, noise, pixels, suites
+from robustlab.degrade import blur, codecs, compose, mixture, noise, pixels, suites
 from robustlab.degrade.base import DEGRADATIONS, Degradation, Identity, create_degradation
 from robustlab.degrade.blur import GaussianBlur
 from robustlab.degrade.codecs import JPEG, JPEG2000
 from robustlab.degrade.compose import Compose
+from robustlab.degrade.mixture import OneOf
 from robustlab.degrade.noise import (
     GaussianNoise,
     GaussianNoise255,
@@ -37,6 +38,7 @@ __all__ = [
     "GaussianNoiseVariance",
     "HotPixels",
     "Identity",
+    "OneOf",
     "SaltPepper",
     "StuckPixels",
     "SuiteEntry",
@@ -45,6 +47,7 @@ __all__ = [
     "compose",
     "create_degradation",
     "expand_suite",
+    "mixture",
     "noise",
     "pixels",
     "suites",
