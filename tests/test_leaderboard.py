@@ -74,7 +74,7 @@ def test_leaderboard_table_ranks_by_worst_case_and_compares_with_the_base(
     assert rows[("b-e1", "none")]["recovered (d'-d)/(c-d)"] == "+0.71"
     assert rows[("b-e1", "none")]["clean Δ vs base (pts)"] == "-1.0"
     summary = " ".join(b.text for b in blocks if isinstance(b, Paragraph))
-    assert "Cheapest fix on the Pareto front" in summary
+    assert "the best worst case is **b-e1 (median)**, 86.0 %" in summary
     assert any(isinstance(b, Figure) for b in blocks)
 
 

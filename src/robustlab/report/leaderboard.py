@@ -310,7 +310,7 @@ def _recovered(e: Entry, base: Entry) -> str:
 
 
 def _cheapest_fix(entries: list[Entry], front: list[Entry], base: Entry | None) -> str:
-    """One sentence: the cheapest fix on the front that beats the base's worst case."""
+    """The best worst case, and the cheapest fix on the front that beats the base's."""
     if base is None or base.worst is None:
         return ""
     better = [e for e in front if e is not base and e.worst is not None and e.worst > base.worst]
@@ -319,9 +319,17 @@ def _cheapest_fix(entries: list[Entry], front: list[Entry], base: Entry | None) 
             f"No fix beats {base.label} on the worst case ({_pct(base.worst)} %): nothing "
             "in this study really helps there."
         )
-    cost = min(better, key=lambda e: ((e.train_seconds or 0.0), (e.inference or 1.0)))
-    return (
-        f"Cheapest fix on the Pareto front that beats {base.label}'s worst case "
-        f"({_pct(base.worst)} %): **{cost.label}**, worst case {_pct(cost.worst)} %, clean "
-        f"{_pct(cost.clean)} % (base {_pct(base.clean)} %)."
+    best = max(better, key=lambda e: (e.worst or 0.0, e.clean or 0.0))
+    cheapest = min(better, key=lambda e: (e.train_seconds or 0.0, e.inference or 1.0))
+    text = (
+        f"Against {base.label} (worst case {_pct(base.worst)} %, clean {_pct(base.clean)} %): "
+        f"the best worst case is **{best.label}**, {_pct(best.worst)} % (clean "
+        f"{_pct(best.clean)} %)"
     )
+    if cheapest is not best:
+        text += (
+            f"; the cheapest fix that beats the base is **{cheapest.label}**, "
+            f"{_pct(cheapest.worst)} % (train {cheapest.train_seconds or 0:.0f} s, inference "
+            f"{cheapest.inference or 1.0:.2f}x)"
+        )
+    return text + "."
