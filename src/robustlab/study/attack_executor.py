@@ -57,7 +57,13 @@ from robustlab.metrics import psnr
 from robustlab.seeding import derive_seed, make_generator
 from robustlab.study.artefacts import ArtefactProvider
 from robustlab.study.config import StudyConfig
-from robustlab.study.plan import DefenseSetting, PlannedModel, dataset_key
+from robustlab.study.plan import (
+    DefenseSetting,
+    PlannedModel,
+    cells_from_json,
+    cells_to_json,
+    dataset_key,
+)
 from robustlab.study.progress import SilentProgress
 from robustlab.study.store import CellRow, ResultsStore
 
@@ -140,34 +146,20 @@ class AttackPlan:
     methods: list[str] = field(default_factory=list)  # how adaptive attacks see each defence
 
     def to_json(self) -> dict[str, Any]:
-        """Settings, defences and cells as stored with the resolved plan (groups are not)."""
-        setting_index = {id(s): i for i, s in enumerate(self.settings)}
-        defense_index = {d.label: i for i, d in enumerate(self.defenses)}
-        return {
-            "settings": [vars(s) for s in self.settings],
-            "defenses": [vars(d) for d in self.defenses],
-            "cells": [
-                [
-                    c.key,
-                    c.model.id,
-                    defense_index[c.defense.label],
-                    setting_index[id(c.setting)],
-                    c.protocol,
-                ]
-                for c in self.cells
-            ],
-            "methods": self.methods,
-        }
+        """Settings, defences, cells and adaptive methods, as stored with the resolved plan."""
+        data = cells_to_json(
+            self.settings, self.defenses, self.cells, [c.protocol for c in self.cells]
+        )
+        return {**data, "methods": self.methods}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], models: list[PlannedModel]) -> AttackPlan:
         """The plan as stored: cells, settings and defences, no groups (nothing to run)."""
         settings = [AttackSetting(**s) for s in data["settings"]]
-        defenses = [DefenseSetting(**d) for d in data["defenses"]]
-        by_id = {m.id: m for m in models}
+        defenses, rows = cells_from_json(data, models)
         cells = [
-            AttackCell(key, by_id[model], defenses[d], settings[s], protocol)
-            for key, model, d, s, protocol in data["cells"]
+            AttackCell(key, model, defenses[d], settings[s], protocol)
+            for key, model, d, s, protocol in rows
         ]
         return cls(settings, defenses, [], cells, list(data.get("methods", [])))
 
@@ -541,25 +533,17 @@ def attack_csv_rows(plan: AttackPlan, store: ResultsStore) -> list[dict[str, Any
         # Labels come from the plan: a cell shared by two attack entries is stored once.
         s = cell.setting
         out.append(
-            {
-                "kind": "attack",
-                "model": r.model,
-                "epochs": _epochs(cell.model),
-                "defense": cell.defense.label,
-                "protocol": cell.protocol,
-                "degradation": s.label,
-                "degradation_name": s.name,
-                "severity_name": s.severity_name or "",
-                "severity": "" if s.severity is None else repr(s.severity),
-                "params": json.dumps(s.params, sort_keys=True),
-                "trial": r.trial,
-                "copies": r.copies,
-                "n": r.n,
-                "errors": r.errors,
-                "accuracy": f"{r.accuracy:.6f}",
-                "psnr": "" if r.psnr is None else f"{r.psnr:.4f}",
-                "ssim": "",
-            }
+            r.csv_row(
+                _epochs(cell.model),
+                defense=cell.defense.label,
+                protocol=cell.protocol,
+                degradation=s.label,
+                degradation_name=s.name,
+                severity_name=s.severity_name or "",
+                severity="" if s.severity is None else repr(s.severity),
+                params=json.dumps(s.params, sort_keys=True),
+                ssim="",
+            )
         )
     models = {c.model.id: c.model for c in plan.cells}
     for (model, defense, norm, eps), (robust, n, _) in worst_case(plan, store).items():

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from robustlab.degrade import create_degradation
 from robustlab.models.external import ExternalSource, factory_code_digest
@@ -212,34 +213,63 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         """Settings, defences and cells as stored with the resolved plan (groups are not)."""
-        setting_index = {id(s): i for i, s in enumerate(self.settings)}
-        defense_index = {d.label: i for i, d in enumerate(self.defenses)}
-        return {
-            "settings": [vars(s) for s in self.settings],
-            "defenses": [vars(d) for d in self.defenses],
-            "cells": [
-                [
-                    c.key,
-                    c.model.id,
-                    defense_index[c.defense.label],
-                    setting_index[id(c.setting)],
-                    c.trial,
-                ]
-                for c in self.cells
-            ],
-        }
+        return cells_to_json(
+            self.settings, self.defenses, self.cells, [c.trial for c in self.cells]
+        )
 
     @classmethod
     def from_json(cls, data: dict[str, Any], models: list[PlannedModel]) -> Plan:
         """The plan as stored: cells, settings and defences, no groups (nothing to run)."""
         settings = [Setting(**s) for s in data["settings"]]
-        defenses = [DefenseSetting(**d) for d in data["defenses"]]
-        by_id = {m.id: m for m in models}
+        defenses, rows = cells_from_json(data, models)
         cells = [
-            Cell(key, by_id[model], defenses[d], settings[s], trial)
-            for key, model, d, s, trial in data["cells"]
+            Cell(key, model, defenses[d], settings[s], trial) for key, model, d, s, trial in rows
         ]
         return cls(models, settings, defenses, [], cells)
+
+
+class _StoredCell(Protocol):
+    @property
+    def key(self) -> str: ...
+    @property
+    def model(self) -> PlannedModel: ...
+    @property
+    def defense(self) -> DefenseSetting: ...
+    @property
+    def setting(self) -> object: ...
+
+
+def cells_to_json(
+    settings: Sequence[object],
+    defenses: list[DefenseSetting],
+    cells: Sequence[_StoredCell],
+    last: list[Any],
+) -> dict[str, Any]:
+    """Settings, defences and cells of a part's plan as JSON.
+
+    ``last`` ends each cell's row: the trial of a degradation cell, the protocol of an attack
+    cell.
+    """
+    setting_index = {id(s): i for i, s in enumerate(settings)}
+    defense_index = {d.label: i for i, d in enumerate(defenses)}
+    return {
+        "settings": [vars(s) for s in settings],
+        "defenses": [vars(d) for d in defenses],
+        "cells": [
+            [c.key, c.model.id, defense_index[c.defense.label], setting_index[id(c.setting)], tail]
+            for c, tail in zip(cells, last, strict=True)
+        ],
+    }
+
+
+def cells_from_json(
+    data: dict[str, Any], models: list[PlannedModel]
+) -> tuple[list[DefenseSetting], list[tuple[str, PlannedModel, int, int, Any]]]:
+    """The defences and the cell rows ``(key, model, defence index, setting index, last)``."""
+    defenses = [DefenseSetting(**d) for d in data["defenses"]]
+    by_id = {m.id: m for m in models}
+    rows = [(key, by_id[model], d, s, last) for key, model, d, s, last in data["cells"]]
+    return defenses, rows
 
 
 def _severity(value: Any) -> float | None:

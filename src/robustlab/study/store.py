@@ -132,6 +132,29 @@ class CellRow:
         """Inputs identical to the clean image (infinite PSNR)."""
         return int(self.metrics.get("identical", 0))
 
+    def csv_row(self, epochs: int | str | None, **replace: Any) -> dict[str, Any]:
+        """The row of ``results.csv`` (``replace`` overrides columns, e.g. plan labels)."""
+        row: dict[str, Any] = {
+            "kind": self.kind,
+            "model": self.model,
+            "epochs": "" if epochs is None else epochs,
+            "defense": self.defense,
+            "protocol": self.protocol,
+            "degradation": self.setting,
+            "degradation_name": self.setting_name,
+            "severity_name": self.severity_name or "",
+            "severity": "" if self.severity is None else repr(self.severity),
+            "params": json.dumps(self.params, sort_keys=True),
+            "trial": self.trial,
+            "copies": self.copies,
+            "n": self.n,
+            "errors": self.errors,
+            "accuracy": f"{self.accuracy:.6f}",
+            "psnr": "" if self.psnr is None else f"{self.psnr:.4f}",
+            "ssim": "" if self.ssim is None else f"{self.ssim:.4f}",
+        }
+        return {**row, **replace}
+
 
 def _migrate_v2(db: sqlite3.Connection) -> None:
     """Rewrite a schema-2 ``cells`` table in schema 3, in one transaction (keys unchanged)."""

@@ -19,7 +19,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from robustlab.report.degradation_sections import degradation_blocks, headlines, reference_blocks
@@ -30,10 +29,6 @@ from robustlab.study.executor import EvalOptions, execute
 from robustlab.study.parts.base import PartRun, ReportContext, StudyPart, register_part
 from robustlab.study.plan import Plan, PlannedModel, make_plan
 from robustlab.study.store import ResultsStore
-
-
-def _optional(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"
 
 
 @register_part
@@ -86,33 +81,7 @@ class DegradationPart(StudyPart[Plan]):
         """One row per finished cell, in plan order."""
         rows = {r.key: r for r in store.cells([c.key for c in plan.cells])}
         epochs = {m.id: m.epochs for m in plan.models}
-        out = []
-        for cell in plan.cells:
-            r = rows.get(cell.key)
-            if r is None:
-                continue
-            out.append(
-                {
-                    "kind": r.kind,
-                    "model": r.model,
-                    "epochs": epochs[r.model],
-                    "defense": r.defense,
-                    "protocol": r.protocol,
-                    "degradation": r.setting,
-                    "degradation_name": r.setting_name,
-                    "severity_name": r.severity_name or "",
-                    "severity": "" if r.severity is None else repr(r.severity),
-                    "params": json.dumps(r.params, sort_keys=True),
-                    "trial": r.trial,
-                    "copies": r.copies,
-                    "n": r.n,
-                    "errors": r.errors,
-                    "accuracy": f"{r.accuracy:.6f}",
-                    "psnr": _optional(r.psnr),
-                    "ssim": _optional(r.ssim),
-                }
-            )
-        return out
+        return [rows[c.key].csv_row(epochs[c.model.id]) for c in plan.cells if c.key in rows]
 
     def findings(self, plan: Plan, context: ReportContext) -> list[str]:
         """The best defence at each degradation's most damaging setting."""
