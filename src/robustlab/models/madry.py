@@ -92,7 +92,8 @@ class MadryMNIST(nn.Module):
                     nn.init.trunc_normal_(
                         layer.weight, std=_WEIGHT_STD, a=-2 * _WEIGHT_STD, b=2 * _WEIGHT_STD
                     )
-                    nn.init.constant_(layer.bias, _BIAS)
+                    if layer.bias is not None:
+                        nn.init.constant_(layer.bias, _BIAS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits for the batch ``x`` ``(N, C, H, W)`` in ``[0, 1]``."""
