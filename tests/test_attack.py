@@ -137,6 +137,10 @@ def test_create_attack_from_spec() -> None:
         ("pgd:norm=l1", "norm must be one of linf, l2"),
         ("pgd:step_size=0", "step_size must be a finite number > 0"),
         ("pgd:step_size=0.1,rel_step_size=0.1", "at most one of step_size and rel_step_size"),
+        ("pgd:restarts=0", "restarts must be an integer >= 1"),
+        ("pgd:restarts=1.5", "restarts must be an integer >= 1"),
+        ("pgd:restarts=true", "restarts must be an integer >= 1"),
+        ("pgd:restarts=3,random_start=false", "restarts=3 needs random_start=true"),
         ("fgsm:eps=abc", "eps must be a number >= 0"),
     ],
 )
@@ -223,3 +227,87 @@ def test_named_grids() -> None:
     assert named_grid("huang2021-steps") == [10, 30, 50, 70, 90]
     with pytest.raises(UnknownNameError, match="unknown attack grid 'huang'"):
         named_grid("huang")
+
+
+# PGD restarts
+
+
+def _threshold_model() -> nn.Module:
+    """One pixel in, two logits: ``[0, x - 0.5]``; label 0 is lost exactly when ``x > 0.5``."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(1, 2))
+    with torch.no_grad():
+        net[1].weight.copy_(torch.tensor([[0.0], [1.0]]))
+        net[1].bias.copy_(torch.tensor([0.0, -0.5]))
+    return net
+
+
+def test_restart_keeps_the_first_success_and_attacks_only_the_survivors() -> None:
+    # Two pixels at 0.45, eps 0.1, one tiny step up the loss (towards x > 0.5): whether a run
+    # fools the model is decided by its random start alone, x + u + 0.001 > 0.5.
+    model = _threshold_model()
+    x, y = torch.full((2, 1, 1, 1), 0.45), torch.zeros(2, dtype=torch.long)
+    eps, step = 0.1, 1e-3
+
+    def by_hand(start: torch.Tensor) -> torch.Tensor:
+        low, high = (x[:1] - eps).clamp(min=0), (x[:1] + eps).clamp(max=1)
+        return torch.minimum(torch.maximum(x[:1] + start + step, low), high)
+
+    # The draws, in order: both starts of the first run, then the second sample's restart.
+    g = make_generator(5)
+    first = torch.empty(2, 1, 1, 1).uniform_(-eps, eps, generator=g)
+    second = torch.empty(1, 1, 1, 1).uniform_(-eps, eps, generator=g)
+    assert float(first[0]) > 0.049 and float(first[1]) < 0.049 and float(second[0]) > 0.049
+    expected = torch.cat([by_hand(first[0:1]), by_hand(second)])
+
+    def attack(restarts: int) -> tuple[torch.Tensor, torch.Generator]:
+        generator = make_generator(5)
+        pgd = PGD(eps=eps, steps=1, step_size=step, restarts=restarts)
+        return pgd(model, x, y, generator), generator
+
+    once, _ = attack(1)
+    with torch.no_grad():
+        assert model(once).argmax(dim=1).tolist() == [1, 0]  # the second sample survives one start
+    twice, _ = attack(2)
+    torch.testing.assert_close(twice, expected, rtol=0, atol=1e-7)
+    assert torch.equal(twice[0], once[0])  # the first success is kept
+    with torch.no_grad():
+        assert model(twice).argmax(dim=1).tolist() == [1, 1]
+    # More restarts change nothing once every sample is fooled, and draw nothing more.
+    many, generator = attack(5)
+    assert torch.equal(many, twice)
+    after = torch.empty(1).uniform_(generator=generator)
+    assert torch.equal(after, torch.empty(1).uniform_(generator=g))
+
+
+def test_a_survivor_gets_the_last_restart() -> None:
+    # Far below the threshold, no start can fool the model: the result is the last run's.
+    model = _threshold_model()
+    x, y = torch.full((1, 1, 1, 1), 0.2), torch.zeros(1, dtype=torch.long)
+    g = make_generator(0)
+    starts = [torch.empty(1, 1, 1, 1).uniform_(-0.1, 0.1, generator=g) for _ in range(3)]
+    adv = PGD(eps=0.1, steps=1, step_size=1e-3, restarts=3)(model, x, y, make_generator(0))
+    torch.testing.assert_close(adv, (x + starts[2] + 1e-3).clamp(0.1, 0.3), rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_restarts_never_raise_robust_accuracy_and_stay_in_the_ball(norm: str) -> None:
+    model, (x, _) = _linear(seed=3), _batch(64, seed=2)
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)  # every clean image is classified correctly
+    eps = 0.08 if norm == "linf" else 0.3
+    # Two short steps: where the run ends depends on where it starts.
+    single = PGD(eps=eps, norm=norm, steps=2, rel_step_size=0.25)(model, x, y, make_generator(0))
+    multi = PGD(eps=eps, norm=norm, steps=2, rel_step_size=0.25, restarts=8)(
+        model, x, y, make_generator(0)
+    )
+    with torch.no_grad():
+        fooled_once = model(single).argmax(dim=1) != y
+        fooled = model(multi).argmax(dim=1) != y
+    # A real effect: some samples survive one start, and restarts fool some of them.
+    assert 0 < int(fooled_once.sum()) < int(fooled.sum()) < len(x)
+    assert bool(fooled[fooled_once].all())
+    assert torch.equal(multi[fooled_once], single[fooled_once])
+    delta = (multi - x).flatten(1)
+    size = delta.abs().amax(dim=1) if norm == "linf" else delta.norm(dim=1)
+    assert bool((size <= eps + 1e-5).all())
+    assert float(multi.min()) >= 0.0 and float(multi.max()) <= 1.0

@@ -14,6 +14,15 @@ Defaults: 40 steps and ``step_size = 2.5 * eps / steps``, the choice of Madry et
 path of 2.5 ``eps``, so that a step can leave the ball's boundary and come back). Foolbox's
 ``LinfPGD``, which huang2021 used, takes 40 steps of ``eps / 30`` (``rel_step_size=1/30``).
 
+**Restarts** (Madry et al. 2018, Section 5 and their MNIST challenge's "100-step PGD with 50
+random restarts"): ``PGD(restarts=R)`` runs the attack from up to ``R`` independent random
+starts and keeps, per sample, the first adversarial example that the attacked model
+misclassifies (``argmax != y``), or the last restart's example for a sample never fooled. The
+first restart is exactly the single-start attack (same draws, same result); each later one
+attacks only the samples still standing, drawing their starts from the same generator in batch
+order, and none runs once every sample is fooled. The zero / vanishing gradient flags of a
+sample are those of the run its returned example comes from.
+
 For L-inf the projection onto the ball's intersection with the box is one elementwise clamp
 between ``max(x - eps, 0)`` and ``min(x + eps, 1)``, computed once. The update runs in place
 (``add_`` of ``sign_``, then ``maximum`` / ``minimum`` into the iterate), the gradient is taken
@@ -63,6 +72,24 @@ def _check_steps(steps: int) -> int:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise InvalidParameterError(f"steps must be an integer >= 1, got {steps!r}")
     return steps
+
+
+def _check_restarts(restarts: int, random_start: bool) -> int:
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+        raise InvalidParameterError(f"restarts must be an integer >= 1, got {restarts!r}")
+    if restarts > 1 and not random_start:
+        raise InvalidParameterError(
+            f"restarts={restarts} needs random_start=true: without a random start every "
+            "restart begins at the image and repeats the first one"
+        )
+    return restarts
+
+
+@torch.no_grad()
+def _fooled(model: nn.Module, adversarial: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` bool: the model misclassifies the adversarial example."""
+    fooled: torch.Tensor = model(adversarial).argmax(dim=1) != y
+    return fooled
 
 
 def _check_positive(name: str, value: float | None) -> float | None:
@@ -207,6 +234,9 @@ class PGD(Attack):
             generator) instead of at the image.
         channels_last: run convolutions in channels-last order (faster on CPU; the numbers
             can differ from the default layout in the last bits).
+        restarts: independent random starts, ``>= 1``; per sample the first misclassified
+            example is kept, else the last restart's (see the module docstring). More than
+            one needs ``random_start``.
     """
 
     def __init__(
@@ -218,6 +248,7 @@ class PGD(Attack):
         rel_step_size: float | None = None,
         random_start: bool = True,
         channels_last: bool = True,
+        restarts: int = 1,
     ) -> None:
         self.eps = check_eps(eps)
         self.norm = check_norm(norm)
@@ -228,6 +259,7 @@ class PGD(Attack):
             raise InvalidParameterError("give at most one of step_size and rel_step_size")
         self.random_start = bool(random_start)
         self.channels_last = bool(channels_last)
+        self.restarts = _check_restarts(restarts, self.random_start)
 
     @property
     def random(self) -> bool:
@@ -246,8 +278,27 @@ class PGD(Attack):
     def perturb(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None
     ) -> AttackResult:
-        """``steps`` projected steps from a random point of the ball (or from ``x``)."""
-        return gradient_ascent(
+        """``steps`` projected steps from a random point of the ball (or from ``x``).
+
+        With ``restarts > 1``, samples the first run does not fool are attacked again from
+        fresh random starts, up to ``restarts`` runs in all.
+        """
+        result = gradient_ascent(
             model, x, y, eps=self.eps, norm=self.norm, steps=self.steps, step_size=self.step,
             random_start=self.random_start, generator=generator,
         )  # fmt: skip
+        if self.restarts == 1 or not self.random:
+            return result
+        standing = (~_fooled(model, result.adversarial, y)).nonzero().flatten()
+        for _ in range(self.restarts - 1):
+            if len(standing) == 0:
+                break
+            rerun = gradient_ascent(
+                model, x[standing], y[standing], eps=self.eps, norm=self.norm,
+                steps=self.steps, step_size=self.step, random_start=True, generator=generator,
+            )  # fmt: skip
+            result.adversarial[standing] = rerun.adversarial
+            result.zero_gradient[standing] = rerun.zero_gradient
+            result.vanishing_gradient[standing] = rerun.vanishing_gradient
+            standing = standing[~_fooled(model, rerun.adversarial, y[standing])]
+        return result

@@ -13,7 +13,9 @@ from robustlab.models.alexnet import AlexNet
 from robustlab.models.base import MODELS, Normalize, check_logits, create_model
 from robustlab.models.cavey import CaveyCIFAR10, CaveyMNIST
 from robustlab.models.external import ExternalSource, load_external_model
+from robustlab.models.ghosh2018 import Ghosh2018MNIST
 from robustlab.models.lin2022 import Lin2022CNN
+from robustlab.models.madry import MadryMNIST
 from robustlab.models.resnet import ResNet, resnet18, resnet50
 from robustlab.models.store import ModelCard, load_model, save_model
 from robustlab.models.vgg import VGG16
@@ -28,7 +30,9 @@ __all__ = [
     "CaveyCIFAR10",
     "CaveyMNIST",
     "ExternalSource",
+    "Ghosh2018MNIST",
     "Lin2022CNN",
+    "MadryMNIST",
     "ModelCard",
     "Normalize",
     "ResNet",
