@@ -87,3 +87,18 @@ def test_bad_parameters(name: str, params: dict[str, float]) -> None:
 def test_identity() -> None:
     x = torch.rand(2, 1, 8, 8)
     assert create_degradation("none")(x, _gen()) is x
+
+
+def test_unclipped_gaussian_noise_is_the_clipped_draw_before_clipping() -> None:
+    x = torch.rand(4, 1, 8, 8, generator=_gen())
+    unclipped = create_degradation("gaussian_noise", sigma=0.3, clip=False)(x, _gen())
+    clipped = create_degradation("gaussian_noise", sigma=0.3)(x, _gen())
+    expected = x + 0.3 * torch.randn(x.shape, generator=_gen())
+    assert torch.allclose(unclipped, expected)
+    assert torch.equal(clipped, unclipped.clamp(0.0, 1.0))
+    assert unclipped.min() < 0.0 and unclipped.max() > 1.0
+
+
+def test_gaussian_noise_clip_must_be_a_boolean() -> None:
+    with pytest.raises(InvalidParameterError, match="clip must be true or false"):
+        create_degradation("gaussian_noise", sigma=0.1, clip="no")
