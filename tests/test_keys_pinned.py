@@ -1,0 +1,84 @@
+"""Every shipped study keeps its cell keys and model-cache keys: old results and caches stay valid.
+
+A key is what decides whether a stored result or a cached model is reused. The digests below
+were recorded from the shipped configs (the keys of the studies that existed before the
+training-strategies refactor were checked identical to those before it). A change here means
+every user's stored results (or cached models) of that study would be recomputed: make it
+only on purpose, and then record the new digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+
+from robustlab.study.config import load_configs
+from robustlab.study.parts.base import study_parts
+from robustlab.study.plan import plan_models
+from robustlab.study.runner import builtin_config
+from robustlab.train.cache import ModelCache
+
+#: config -> study -> (number of cell keys, digest of the sorted cell keys, digest of the keys
+#: of the models trained from scratch; children's keys are inside their cells' keys).
+PINNED: dict[str, dict[str, tuple[int, str, str]]] = {
+    "quickstart": {"quickstart": (57, "bc00db54b966d50a", "8e9d3ee910a4bcd2")},
+    "papers/lin2022": {"lin2022": (90, "43df05b1e1c1c6b4", "c1083bcbf1867d51")},
+    "papers/aghdam2016-noise": {"aghdam2016-noise": (13, "35dbdf7489d0894b", "3dabcd4fc11f6197")},
+    "papers/aghdam2016-min-noise": {
+        "aghdam2016-min-noise": (3, "0c8c6d39c48645ef", "96a721f09658f970")
+    },
+    "papers/ghosh2018-compression": {
+        "ghosh2018-mnist": (195, "4b622c3038b7247e", "d649b7ecc73846f1"),
+        "ghosh2018-fashion": (195, "24fe0e212920b887", "0ab0c989ac075cf8"),
+    },
+    "papers/huang2021-pgd": {"huang2021-pgd": (111, "da900a31ba772f21", "da406f034422f975")},
+    "papers/cavey-ablation": {
+        "cavey-ablation": (6, "a2fbb6f592576eae", "976e57499dda0ffe"),
+        "cavey-ablation-cifar10": (6, "f72ea57c2629218b", "4fbc50f6cb36866d"),
+    },
+    "papers/madry-pgd-mnist": {"madry-pgd-mnist": (12, "3094e61f6b3042d7", "6cb2d8ec8c727c87")},
+    "presets/mnist": {"preset-mnist": (26, "4a3137f07b3facd4", "96a721f09658f970")},
+    "presets/fashion-mnist": {"preset-fashion-mnist": (26, "26e95d14e9daa58a", "d96154671bc8cfb6")},
+    "presets/cifar10": {"preset-cifar10": (26, "16b5b09b67ccb060", "8c1f38e03634a133")},
+    "presets/svhn": {"preset-svhn": (26, "f1411c116b172ea1", "eedf9a63a8aa27af")},
+    "presets/gtsrb": {"preset-gtsrb": (26, "dc563c266a14c7cc", "5b03a0ecd9949694")},
+}
+
+
+def _part_keys(plan: Any) -> list[str]:
+    jobs = plan.cells if hasattr(plan, "cells") else plan
+    return [job.key for job in jobs]
+
+
+def _digest(keys: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
+
+
+def study_keys(name: str, tmp: str) -> dict[str, tuple[int, str, str]]:
+    """(cell count, cell-key digest, model-key digest) of every study of a shipped config."""
+    out = {}
+    cache = ModelCache(tmp)
+    for config in load_configs(builtin_config(name)):
+        models = plan_models(config)
+        cells: list[str] = []
+        for part in study_parts():
+            plan = part.plan(config, "fingerprint", models)
+            if plan is not None:
+                cells += _part_keys(plan)
+        model_keys = [
+            f"{m.id}={cache.key(m.recipe, 'fingerprint')}"
+            for m in models
+            if m.recipe is not None and not m.parents
+        ]
+        out[config.name] = (len(set(cells)), _digest(cells), _digest(model_keys))
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_shipped_studies_keep_their_cell_and_model_keys(name: str, tmp_path: Any) -> None:
+    assert study_keys(name, str(tmp_path)) == PINNED[name], (
+        f"the keys of configs/{name}.yaml changed: every stored result or cached model of it "
+        "would be recomputed; if that is intended, record the new digests in PINNED"
+    )
