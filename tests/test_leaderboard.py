@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from robustlab.report.document import Figure, Paragraph, Table
-from robustlab.report.leaderboard import Entry, leaderboard_blocks, pareto_front
+from robustlab.report.leaderboard import (
+    Entry,
+    LeaderboardScores,
+    leaderboard_blocks,
+    pareto_front,
+)
+from robustlab.study.parts.degradations import DegradationPart
 from robustlab.study.plan import Cell, DefenseSetting, Plan, PlannedModel, Setting
 from robustlab.study.store import CellRow, ResultsStore
 
@@ -43,6 +49,10 @@ def _study(tmp_path: Path) -> tuple[Plan, ResultsStore]:
     return Plan(models, settings, defenses, [], cells), store
 
 
+def _scores(plan: Plan, store: ResultsStore) -> list[LeaderboardScores]:
+    return [DegradationPart().leaderboard(plan, store)]
+
+
 def test_pareto_front_keeps_only_undominated_fixes() -> None:
     entries = [Entry("a", "none", 0.99, 0.5), Entry("a", "median", 0.97, 0.8),
                Entry("b", "none", 0.98, 0.85), Entry("b", "median", 0.96, 0.86)]  # fmt: skip
@@ -54,7 +64,7 @@ def test_leaderboard_table_ranks_by_worst_case_and_compares_with_the_base(
 ) -> None:
     plan, store = _study(tmp_path)
     try:
-        blocks = leaderboard_blocks(plan, None, plan.models, store, baseline=None)
+        blocks = leaderboard_blocks(_scores(plan, store), plan.models, store, baseline=None)
     finally:
         store.close()
     table = next(b for b in blocks if isinstance(b, Table))
@@ -84,7 +94,7 @@ def test_no_leaderboard_for_a_single_fix(tmp_path: Path) -> None:
         one = Plan(plan.models[:1], plan.settings, plan.defenses[:1], [], [
             c for c in plan.cells if c.model.id == "a-e1" and c.defense.label == "none"
         ])  # fmt: skip
-        assert leaderboard_blocks(one, None, one.models, store, baseline=None) == []
+        assert leaderboard_blocks(_scores(one, store), one.models, store, baseline=None) == []
     finally:
         store.close()
 
@@ -94,7 +104,7 @@ def test_inference_cost_is_blank_for_cells_without_timing(tmp_path: Path) -> Non
     try:
         for row in store.cells():
             store.add_cells([CellRow(**{**row.__dict__, "metrics": {}})])
-        blocks = leaderboard_blocks(plan, None, plan.models, store, baseline="b-e1")
+        blocks = leaderboard_blocks(_scores(plan, store), plan.models, store, baseline="b-e1")
     finally:
         store.close()
     table = next(b for b in blocks if isinstance(b, Table))

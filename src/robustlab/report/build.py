@@ -28,9 +28,8 @@ from robustlab.report.document import (
     to_markdown,
 )
 from robustlab.report.leaderboard import leaderboard_blocks
-from robustlab.study.attack_executor import AttackPlan
 from robustlab.study.config import StudyConfig
-from robustlab.study.plan import Plan, PlannedModel
+from robustlab.study.plan import PlannedModel
 from robustlab.study.store import STORE_NAME, ResultsStore
 
 PLAN_META = "plan"  # the store's meta entry holding the resolved plan
@@ -128,12 +127,9 @@ def report_blocks(store: ResultsStore) -> tuple[list[Block], str]:
     )
     if dataset.get("notes"):
         blocks.append(Bullets(list(dataset["notes"])))
+    scores = [part.leaderboard(plan, store) for part, plan in parts]
     blocks += leaderboard_blocks(
-        next((p for _, p in parts if isinstance(p, Plan)), None),
-        next((p for _, p in parts if isinstance(p, AttackPlan)), None),
-        models,
-        store,
-        config.baseline_model,
+        [s for s in scores if s is not None], models, store, config.baseline_model
     )
 
     findings = [line for part, plan in parts for line in part.findings(plan, context)]

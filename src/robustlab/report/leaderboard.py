@@ -32,9 +32,35 @@ import matplotlib.pyplot as plt
 
 from robustlab.report.document import Block, Figure, Heading, Paragraph, Table
 from robustlab.report.plots import _png
-from robustlab.study.attack_executor import AttackPlan, worst_case
-from robustlab.study.plan import Plan, PlannedModel
+from robustlab.study.plan import PlannedModel
 from robustlab.study.store import CellRow, ResultsStore
+
+#: ``(model id, defence label)``: one fix.
+Pair = tuple[str, str]
+
+
+@dataclass
+class LeaderboardScores:
+    """What one study part contributes to the leaderboard, per fix ``(model id, defence)``.
+
+    A part returns it from :meth:`~robustlab.study.parts.base.StudyPart.leaderboard`; the
+    leaderboard merges every part's scores and never looks at a part's plan.
+
+    Attributes:
+        defenses: the defence labels the part evaluated, in study order.
+        clean: clean accuracy.
+        clean_seconds: seconds of one clean pass over the test set (inference cost).
+        degraded: degradation label -> accuracy at its strongest level; these columns make up
+            the mean and worst degraded accuracy.
+        worst_cases: column title -> accuracy counted in the overall worst case only (e.g. the
+            per-sample worst case over the study's attacks at their largest budget).
+    """
+
+    defenses: list[str] = field(default_factory=list)
+    clean: dict[Pair, float] = field(default_factory=dict)
+    clean_seconds: dict[Pair, float] = field(default_factory=dict)
+    degraded: dict[str, dict[Pair, float]] = field(default_factory=dict)
+    worst_cases: dict[str, dict[Pair, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -46,7 +72,7 @@ class Entry:
     clean: float | None = None
     worst: float | None = None  # overall worst case (degradations and attacks)
     degraded: dict[str, float] = field(default_factory=dict)  # label -> strongest-level accuracy
-    attack: float | None = None  # per-sample worst case at the largest budget
+    worst_cases: dict[str, float] = field(default_factory=dict)  # e.g. attacks' worst case
     train_seconds: float | None = None
     inference: float | None = None  # seconds per clean pass, relative to the reference
 
@@ -122,50 +148,61 @@ def _training_seconds(
     return total
 
 
+def degradation_scores(rows: list[CellRow], defenses: list[str]) -> LeaderboardScores:
+    """Clean accuracy, strongest-level accuracy per degradation and clean-pass seconds."""
+    strongest = _strongest_levels(rows)
+    grouped: dict[Pair, list[CellRow]] = defaultdict(list)
+    for r in rows:
+        grouped[(r.model, r.defense)].append(r)
+    scores = LeaderboardScores(defenses=list(defenses))
+    for pair, cells in grouped.items():
+        clean = [r.accuracy for r in cells if r.setting_name == "none"]
+        if clean:
+            scores.clean[pair] = _mean(clean)
+        seconds = _clean_seconds(cells)
+        if seconds is not None:
+            scores.clean_seconds[pair] = seconds
+        for label, severity in strongest.items():
+            hits = [r.accuracy for r in cells if r.setting == label and r.severity == severity]
+            if hits:
+                scores.degraded.setdefault(label, {})[pair] = _mean(hits)
+    return scores
+
+
 def leaderboard_entries(
-    plan: Plan | None,
-    attacks: AttackPlan | None,
+    scores: Sequence[LeaderboardScores],
     models: list[PlannedModel],
     store: ResultsStore,
     reference: str,
 ) -> list[Entry]:
-    """Every (model, defence) of the study with its scores, from the stored cells."""
-    rows = store.cells([c.key for c in plan.cells]) if plan is not None else []
-    strongest = _strongest_levels(rows)
-    grouped: dict[tuple[str, str], list[CellRow]] = defaultdict(list)
-    for r in rows:
-        grouped[(r.model, r.defense)].append(r)
-    defenses = [d.label for d in plan.defenses] if plan is not None else []
-    if attacks is not None:
-        defenses += [d.label for d in attacks.defenses if d.label not in defenses]
-    worst_attack: dict[tuple[str, str], tuple[float, float]] = {}
-    if attacks is not None:
-        for (model_id, defense, _norm, eps), (robust, n, _) in worst_case(attacks, store).items():
-            pair = (model_id, defense)
-            if n and (pair not in worst_attack or eps > worst_attack[pair][0]):
-                worst_attack[pair] = (eps, robust / n)
+    """Every (model, defence) of the study with its scores, merged from every part's."""
+    defenses = list(dict.fromkeys(d for part in scores for d in part.defenses))
+    clean = {pair: v for part in scores for pair, v in part.clean.items()}
+    clean_seconds = {pair: v for part in scores for pair, v in part.clean_seconds.items()}
     cards = store.models()
-    reference_time = _clean_seconds(grouped.get((reference, "none"), []))
+    reference_time = clean_seconds.get((reference, "none"))
     entries = []
     for model in models:
         seconds = _training_seconds(model, cards)
         for defense in defenses:
-            cells = grouped.get((model.id, defense), [])
-            clean = [r.accuracy for r in cells if r.setting_name == "none"]
-            entry = Entry(model.id, defense, clean=_mean(clean) if clean else None)
-            for label, severity in strongest.items():
-                hits = [r.accuracy for r in cells if r.setting == label and r.severity == severity]
-                if hits:
-                    entry.degraded[label] = _mean(hits)
-            attack = worst_attack.get((model.id, defense))
-            entry.attack = attack[1] if attack is not None else None
-            candidates = [v for v in (entry.worst_degraded, entry.attack) if v is not None]
+            pair = (model.id, defense)
+            entry = Entry(model.id, defense, clean=clean.get(pair))
+            for part in scores:
+                for label, values in part.degraded.items():
+                    if pair in values:
+                        entry.degraded[label] = values[pair]
+                for title, values in part.worst_cases.items():
+                    if pair in values:
+                        entry.worst_cases[title] = values[pair]
+            candidates = [
+                v for v in (entry.worst_degraded, *entry.worst_cases.values()) if v is not None
+            ]
             entry.worst = min(candidates) if candidates else None
             entry.train_seconds = seconds
-            own_time = _clean_seconds(cells)
+            own_time = clean_seconds.get(pair)
             if own_time is not None and reference_time:
                 entry.inference = own_time / reference_time
-            if entry.clean is not None or entry.attack is not None:
+            if entry.clean is not None or entry.worst_cases:
                 entries.append(entry)
     return entries
 
@@ -211,28 +248,33 @@ def _pareto_figure(entries: list[Entry], front: list[Entry]) -> bytes:
 
 
 def leaderboard_blocks(
-    plan: Plan | None,
-    attacks: AttackPlan | None,
+    scores: Sequence[LeaderboardScores],
     models: list[PlannedModel],
     store: ResultsStore,
     baseline: str | None,
 ) -> list[Block]:
-    """The leaderboard section (empty for a study of one model and one defence)."""
+    """The leaderboard section (empty for a study of one model and one defence).
+
+    Args:
+        scores: every study part's contribution (parts without one give none).
+        models: the study's planned models, in plan order.
+        store: the results store (model cards: training seconds).
+        baseline: the model the last two columns compare with (default: the first model).
+    """
     reference = baseline or (models[0].id if models else "")
-    entries = leaderboard_entries(plan, attacks, models, store, reference)
+    entries = leaderboard_entries(scores, models, store, reference)
     if len(entries) < 2:
         return []
     entries.sort(key=lambda e: (-(e.worst if e.worst is not None else -1.0), -(e.clean or 0.0)))
     front = pareto_front(entries)
     on_front = {id(e) for e in front}
     labels = sorted({label for e in entries for label in e.degraded})
-    attack_budget = _attack_budget(attacks, store)
+    extra = list(dict.fromkeys(title for part in scores for title in part.worst_cases))
     base = next((e for e in entries if e.model == reference and e.defense == "none"), None)
     header = ["", "model", "defence", "clean %", *(f"{label} %" for label in labels)]
     if labels:
         header += ["mean %", "worst degr. %"]
-    if attacks is not None:
-        header.append(f"attack worst case {attack_budget} %")
+    header += [f"{title} %" for title in extra]
     header += ["worst case %", "train s", "inference ×"]
     if base is not None:
         header += ["clean Δ vs base (pts)", "recovered (d'-d)/(c-d)"]
@@ -242,8 +284,7 @@ def leaderboard_blocks(
         row += [_pct(e.degraded.get(label)) for label in labels]
         if labels:
             row += [_pct(e.mean_degraded), _pct(e.worst_degraded)]
-        if attacks is not None:
-            row.append(_pct(e.attack))
+        row += [_pct(e.worst_cases.get(title)) for title in extra]
         row += [
             _pct(e.worst),
             "–" if e.train_seconds is None else f"{e.train_seconds:.0f}",
@@ -284,16 +325,6 @@ def leaderboard_blocks(
             )
         )
     return blocks
-
-
-def _attack_budget(attacks: AttackPlan | None, store: ResultsStore) -> str:
-    if attacks is None:
-        return ""
-    budgets = {(norm, eps) for (_, _, norm, eps) in worst_case(attacks, store)}
-    if not budgets:
-        return ""
-    top = max(budgets, key=lambda b: b[1])
-    return f"({top[0]} eps={top[1]:g})"
 
 
 def _clean_delta(e: Entry, base: Entry) -> str:

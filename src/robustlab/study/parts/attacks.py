@@ -23,11 +23,13 @@ from typing import Any
 
 from robustlab.report.attack_sections import attack_blocks
 from robustlab.report.document import Block
+from robustlab.report.leaderboard import LeaderboardScores
 from robustlab.study.attack_executor import (
     AttackPlan,
     attack_csv_rows,
     execute_attacks,
     make_attack_plan,
+    worst_case,
 )
 from robustlab.study.config import StudyConfig
 from robustlab.study.parts.base import PartRun, ReportContext, StudyPart, register_part
@@ -82,6 +84,25 @@ class AttackPart(StudyPart[AttackPlan]):
     def csv_rows(self, plan: AttackPlan, store: ResultsStore) -> list[dict[str, Any]]:
         """Every finished attack cell, then the per-sample worst case per budget."""
         return attack_csv_rows(plan, store)
+
+    def leaderboard(self, plan: AttackPlan, store: ResultsStore) -> LeaderboardScores:
+        """Per fix, the per-sample worst case over the attacks at the largest budget.
+
+        A sample counts as robust only if every attack and protocol at that budget fails on it.
+        """
+        worst = worst_case(plan, store)
+        scores = LeaderboardScores(defenses=list(dict.fromkeys(d.label for d in plan.defenses)))
+        if not worst:
+            return scores
+        norm, eps = max(((n, e) for (_, _, n, e) in worst), key=lambda b: b[1])
+        best: dict[tuple[str, str], tuple[float, float]] = {}
+        for (model_id, defense, _norm, budget), (robust, n, _) in worst.items():
+            pair = (model_id, defense)
+            if n and (pair not in best or budget > best[pair][0]):
+                best[pair] = (budget, robust / n)
+        title = f"attack worst case ({norm} eps={eps:g})"
+        scores.worst_cases[title] = {pair: value for pair, (_, value) in best.items()}
+        return scores
 
     def report_blocks(self, plan: AttackPlan, context: ReportContext) -> list[Block]:
         """The attack section."""

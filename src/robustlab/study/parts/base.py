@@ -9,9 +9,9 @@ degradation sweep, the attacks, the minimal-noise search, and whatever comes nex
   **decodes** it again for the report, which therefore never re-plans, imports a user's file,
   builds a defence or loads a model,
 - **runs** the jobs not yet finished, writing rows to the store as each finishes (``run``),
-- gives its rows of ``results.csv`` (``csv_rows``) and its report blocks (``findings`` for the
-  report's opening bullets, ``lead_blocks`` right after the models, ``report_blocks`` in the
-  body).
+- gives its rows of ``results.csv`` (``csv_rows``), its columns of the defence leaderboard
+  (``leaderboard``) and its report blocks (``findings`` for the report's opening bullets,
+  ``lead_blocks`` right after the models, ``report_blocks`` in the body).
 
 Parts are registered with :func:`register_part` in one list, :data:`PARTS`, ordered by
 ``order``; the runner and the report loop over it. Adding a part is one module in
@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from robustlab.data.base import Dataset
 from robustlab.report.document import Block
+from robustlab.report.leaderboard import LeaderboardScores
 from robustlab.study.artefacts import ArtefactProvider
 from robustlab.study.config import StudyConfig
 from robustlab.study.plan import PlannedModel
@@ -128,6 +129,10 @@ class StudyPart(ABC, Generic[P]):
     def lead_blocks(self, plan: P, context: ReportContext) -> list[Block]:
         """Blocks shown right after the models (e.g. paper vs ours); none by default."""
         return []
+
+    def leaderboard(self, plan: P, store: ResultsStore) -> LeaderboardScores | None:
+        """The part's columns of the defence leaderboard; none by default."""
+        return None
 
     @abstractmethod
     def report_blocks(self, plan: P, context: ReportContext) -> list[Block]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from robustlab.report.degradation_sections import degradation_blocks, headlines, reference_blocks
 from robustlab.report.document import Block
+from robustlab.report.leaderboard import LeaderboardScores, degradation_scores
 from robustlab.report.summary import summarise
 from robustlab.study.config import StudyConfig
 from robustlab.study.executor import EvalOptions, execute
@@ -93,6 +94,11 @@ class DegradationPart(StudyPart[Plan]):
         return reference_blocks(
             context.config, summarise(rows), rows, context.classes, context.store.models()
         )
+
+    def leaderboard(self, plan: Plan, store: ResultsStore) -> LeaderboardScores:
+        """Clean accuracy and accuracy at each degradation's strongest level, per fix."""
+        rows = store.cells([c.key for c in plan.cells])
+        return degradation_scores(rows, [d.label for d in plan.defenses])
 
     def report_blocks(self, plan: Plan, context: ReportContext) -> list[Block]:
         """Error tables, improvement, mCE, quality, per-class, curves, scatters, examples."""
