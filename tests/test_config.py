@@ -90,6 +90,13 @@ def test_the_papers_have_their_replication_configs() -> None:
         "papers/aghdam2016-min-noise",
         "papers/ghosh2018-compression",
         "papers/huang2021-pgd",
+        "papers/aghdam2016-augmentation",
+        "papers/ghosh2018-strategies",
+        "papers/cavey-ablation",
+        "papers/cavey-strategies",
+        "papers/cavey-strategies-matched",
+        "papers/cavey-strategies-full",
+        "papers/madry-pgd-mnist",
     } <= set(SHIPPED)
 
 
