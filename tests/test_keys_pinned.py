@@ -39,6 +39,24 @@ PINNED: dict[str, dict[str, tuple[int, str, str]]] = {
         "cavey-ablation-cifar10": (6, "f72ea57c2629218b", "4fbc50f6cb36866d"),
     },
     "papers/madry-pgd-mnist": {"madry-pgd-mnist": (12, "3094e61f6b3042d7", "6cb2d8ec8c727c87")},
+    "papers/aghdam2016-augmentation": {
+        "aghdam2016-augmentation": (30, "ea04d9e4b9f71514", "f09a32a032927045")
+    },
+    "papers/ghosh2018-strategies": {
+        "ghosh2018-strategies-mnist": (36, "85d666001310c15a", "7e6b312e4c968f4b"),
+        "ghosh2018-strategies-fashion": (36, "6caf5cbcabd53c58", "98049d5148976489"),
+    },
+    "papers/cavey-strategies": {
+        "cavey-strategies-mnist": (250, "2d8cf795dcd7b8ab", "7bd5a7236671a133"),
+        "cavey-strategies-fashion": (250, "5490724574479dd3", "7bfb360436de7df8"),
+    },
+    "papers/cavey-strategies-matched": {
+        "cavey-strategies-matched-mnist": (133, "52512dc42ecf3307", "8db4289431edbc8c")
+    },
+    "papers/cavey-strategies-full": {
+        "cavey-strategies-full-mnist": (18634, "877aec146e260495", "e5bd423fe3e668b5"),
+        "cavey-strategies-full-fashion": (18634, "cf4e633304385820", "4fdddbc6c77c2507"),
+    },
     "presets/mnist": {"preset-mnist": (26, "4a3137f07b3facd4", "96a721f09658f970")},
     "presets/fashion-mnist": {"preset-fashion-mnist": (26, "26e95d14e9daa58a", "d96154671bc8cfb6")},
     "presets/cifar10": {"preset-cifar10": (26, "16b5b09b67ccb060", "8c1f38e03634a133")},
