@@ -24,6 +24,7 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import matplotlib
 
@@ -223,20 +224,17 @@ def _pct(value: float | None) -> str:
 def _pareto_figure(entries: list[Entry], front: list[Entry]) -> bytes:
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     on_front = {id(e) for e in front}
-    for e in entries:
-        if e.clean is None or e.worst is None:
-            continue
+    scored = [e for e in entries if e.clean is not None and e.worst is not None]
+    for e in scored:
         star = id(e) in on_front
         ax.scatter(
-            100 * e.clean,
-            100 * e.worst,
+            100 * e.clean,  # type: ignore[operator]
+            100 * e.worst,  # type: ignore[operator]
             s=90 if star else 36,
             marker="*" if star else "o",
             color="tab:red" if star else "tab:blue",
             zorder=3,
         )
-        ax.annotate(e.label, (100 * e.clean, 100 * e.worst), fontsize=7, xytext=(4, 3),
-                    textcoords="offset points")  # fmt: skip
     line = sorted((100 * e.clean, 100 * e.worst) for e in front if e.clean and e.worst)
     if len(line) > 1:
         ax.plot(*zip(*line, strict=True), color="tab:red", lw=1, ls="--", zorder=2)
@@ -244,7 +242,37 @@ def _pareto_figure(entries: list[Entry], front: list[Entry]) -> bytes:
     ax.set_ylabel("worst-case accuracy (%)")
     ax.set_title("Clean vs worst case (red stars: Pareto front)")
     ax.grid(alpha=0.3)
+    _place_labels(fig, ax, scored)
     return _png(fig)
+
+
+def _place_labels(fig: Any, ax: Any, entries: list[Entry]) -> None:
+    """Label every point where the label overlaps no label placed before and stays inside."""
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    offsets = [(dx, dy) for dx in (4, -4) for dy in (3, -9, 12, -18, 21, -27)]
+    placed: list[Any] = []
+
+    def label(e: Entry, dx: int, dy: int) -> Any:
+        return ax.annotate(
+            e.label,
+            (100 * e.clean, 100 * e.worst),  # type: ignore[operator]
+            fontsize=7,
+            xytext=(dx, dy),
+            textcoords="offset points",
+            ha="left" if dx > 0 else "right",
+        )
+
+    for e in sorted(entries, key=lambda e: -(e.worst or 0.0)):
+        for dx, dy in offsets:
+            box = (text := label(e, dx, dy)).get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0
+            if inside and not any(box.overlaps(other) for other in placed):
+                break
+            text.remove()
+        else:  # no free place: the default one, overlapping
+            box = label(e, *offsets[0]).get_window_extent(renderer)
+        placed.append(box)
 
 
 def leaderboard_blocks(
