@@ -47,8 +47,8 @@ PINNED: dict[str, dict[str, tuple[int, str, str]]] = {
         "ghosh2018-strategies-fashion": (36, "6caf5cbcabd53c58", "98049d5148976489"),
     },
     "papers/cavey-strategies": {
-        "cavey-strategies-mnist": (250, "2d8cf795dcd7b8ab", "7bd5a7236671a133"),
-        "cavey-strategies-fashion": (250, "5490724574479dd3", "7bfb360436de7df8"),
+        "cavey-strategies-mnist": (110, "d8a5b5b1a664b2bd", "7bd5a7236671a133"),
+        "cavey-strategies-fashion": (110, "ead95ac87b93647f", "7bfb360436de7df8"),
     },
     "papers/cavey-strategies-matched": {
         "cavey-strategies-matched-mnist": (133, "52512dc42ecf3307", "8db4289431edbc8c")
