@@ -109,3 +109,23 @@ def test_inference_cost_is_blank_for_cells_without_timing(tmp_path: Path) -> Non
         store.close()
     table = next(b for b in blocks if isinstance(b, Table))
     assert {r[table.header.index("inference ×")] for r in table.rows} == {"–"}
+
+
+def test_another_part_adds_a_worst_case_column_without_report_changes(tmp_path: Path) -> None:
+    plan, store = _study(tmp_path)
+    other = LeaderboardScores(
+        defenses=["none"],
+        worst_cases={"attack worst case (linf eps=0.3)": {("b-e1", "none"): 0.10}},
+    )
+    try:
+        blocks = leaderboard_blocks([*_scores(plan, store), other], plan.models, store, None)
+    finally:
+        store.close()
+    table = next(b for b in blocks if isinstance(b, Table))
+    rows = {(r[1], r[2]): dict(zip(table.header, r, strict=True)) for r in table.rows}
+    column = "attack worst case (linf eps=0.3) %"
+    assert rows[("b-e1", "none")][column] == "10.0"
+    assert rows[("a-e1", "none")][column] == "–"
+    # The new column counts in the overall worst case: b-e1 bare falls to the bottom.
+    assert rows[("b-e1", "none")]["worst case %"] == "10.0"
+    assert (table.rows[-1][1], table.rows[-1][2]) == ("b-e1", "none")
