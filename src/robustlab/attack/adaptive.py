@@ -55,7 +55,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from robustlab.attack.base import loss_gradient
+from robustlab.attack.base import LossFunction, loss_gradient
 from robustlab.errors import InvalidParameterError
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
@@ -152,8 +152,10 @@ class EOT(nn.Module):
         """One draw of the random pipeline."""
         return self.pipeline(x)  # type: ignore[no-any-return]
 
-    def loss_gradient(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The input gradient of the summed cross-entropy averaged over the draws.
+    def loss_gradient(
+        self, x: torch.Tensor, y: torch.Tensor, loss: LossFunction | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The input gradient of the summed loss (cross-entropy by default) averaged over draws.
 
         Returns:
             The averaged gradient and the mean logits over the draws.
@@ -161,7 +163,7 @@ class EOT(nn.Module):
         grad_sum: torch.Tensor | None = None
         logits_sum: torch.Tensor | None = None
         for _ in range(self.samples):
-            grad, logits = loss_gradient(self.pipeline, x, y)
+            grad, logits = loss_gradient(self.pipeline, x, y, loss)
             grad_sum = grad if grad_sum is None else grad_sum.add_(grad)
             logits_sum = logits if logits_sum is None else logits_sum.add_(logits)
         assert grad_sum is not None and logits_sum is not None  # samples >= 1

@@ -25,7 +25,7 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -42,6 +42,21 @@ from robustlab.tensors import check_images
 
 Norm = Literal["linf", "l2"]
 NORMS: tuple[Norm, ...] = ("linf", "l2")
+
+#: An attack objective: ``(logits (N, K), labels (N,)) -> per-sample losses (N,)``, maximised.
+LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy, the default attack objective.
+
+    Example:
+        >>> import torch
+        >>> cross_entropy_loss(torch.zeros(2, 4), torch.tensor([0, 3])).tolist() == [
+        ...     torch.log(torch.tensor(4.0)).item()] * 2
+        True
+    """
+    return F.cross_entropy(logits, y, reduction="none")
 
 
 def vanishing_gradient(grad: torch.Tensor) -> torch.Tensor:
@@ -239,27 +254,36 @@ def check_output(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def loss_gradient(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: LossFunction | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradient of the summed cross-entropy with respect to the input only, and the logits.
+    """Gradient of the summed per-sample loss with respect to the input only, and the logits.
 
     The loss is summed, not averaged, so each sample's gradient does not depend on the batch
-    it is in. A model with a ``loss_gradient(x, y)`` method (an EOT estimator,
+    it is in. A model with a ``loss_gradient(x, y, loss)`` method (an EOT estimator,
     :class:`robustlab.attack.adaptive.EOT`) computes the gradient itself.
+
+    Args:
+        model: the classifier (or defended pipeline) in attack mode.
+        x: the current iterate ``(N, C, H, W)``.
+        y: labels ``(N,)``.
+        loss: the objective (:data:`LossFunction`); the cross-entropy when None.
 
     Raises:
         ModelError: for bad logits, a NaN gradient, or a model whose output does not depend
             differentiably on its input.
     """
+    objective = cross_entropy_loss if loss is None else loss
     estimator = getattr(model, "loss_gradient", None)
     if callable(estimator):
-        grad, logits = estimator(x, y)
+        grad, logits = estimator(x, y, objective)
         return grad, logits
     with torch.enable_grad():
         leaf = x.detach().requires_grad_(True)
         logits = check_output(model(leaf), y)
-        loss = F.cross_entropy(logits, y, reduction="sum")
-        grad = torch.autograd.grad(loss, leaf, allow_unused=True)[0] if loss.requires_grad else None
+        total = objective(logits, y).sum()
+        grad = (
+            torch.autograd.grad(total, leaf, allow_unused=True)[0] if total.requires_grad else None
+        )
     if grad is None:
         raise ModelError(
             "the model's output does not depend differentiably on its input (a "
