@@ -27,7 +27,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -101,11 +101,18 @@ class AttackResult:
         vanishing_gradient: ``(N,)`` bool, samples whose first input gradient vanished: below
             floating-point resolution (:func:`vanishing_gradient`; includes the exactly zero
             ones). Attacks that take no gradient leave it all False.
+        details: optional per-sample tensors ``(N,)`` an attack reports beside its examples
+            (``autoattack``: which of its attacks fooled each sample); a study stores them
+            with the cell's records.
+        notes: optional JSON-ready facts about the run (``autoattack``: its attacks, whether
+            it detected randomness and used EOT); a study stores them in the cell's metrics.
     """
 
     adversarial: torch.Tensor
     zero_gradient: torch.Tensor
     vanishing_gradient: torch.Tensor
+    details: dict[str, torch.Tensor] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 class Attack(ABC):

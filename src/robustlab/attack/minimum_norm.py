@@ -77,7 +77,7 @@ class MinimumNormAttack(Attack):
 
 
 def robust_accuracy_curve(
-    distance: np.ndarray, fooled: np.ndarray, budgets: Sequence[float]
+    distance: np.ndarray, fooled: np.ndarray, budgets: Sequence[float] | np.ndarray
 ) -> np.ndarray:
     """Robust accuracy at each budget from one minimum-norm run.
 

@@ -19,6 +19,10 @@ looks at one symptom of a broken evaluation and returns a :class:`SanityFlag` wh
 - :func:`unstable_predictions`: a model or defence that gives different predictions for the
   same input on repeated calls: randomised, so its gradients need EOT and its accuracy is
   itself random.
+- :func:`black_box_wins`: a gradient-free (black-box) attack that fools samples every
+  white-box attack missed, inside ``autoattack`` or across the attacks of a study at one
+  budget. A white-box attacker knows strictly more, so this means the gradients misled the
+  white-box attacks: gradient masking or a broken loss.
 
 Example:
     >>> flag = accuracy_rises([0.0, 0.1, 0.3], [0.99, 0.20, 0.45])
@@ -179,4 +183,37 @@ def unstable_predictions(count: int, total: int) -> SanityFlag | None:
         "randomness",
         f"{count} of {total} images get different predictions on repeated calls of the same "
         "input: the model or defence is randomised; attack it with EOT and report the spread",
+    )
+
+
+def black_box_wins(
+    black_box: str,
+    fooled_only_by_black_box: int,
+    total: int,
+    *,
+    white_box: str = "every white-box attack",
+) -> SanityFlag | None:
+    """Flag samples that a black-box attack fooled after the white-box ones failed on them.
+
+    Args:
+        black_box: the black-box attack's name (``square``).
+        fooled_only_by_black_box: samples it fooled that no white-box attack fooled.
+        total: samples attacked.
+        white_box: what the white-box side was, for the message.
+
+    Example:
+        >>> black_box_wins("square", 0, 100) is None
+        True
+        >>> black_box_wins("square", 7, 100).check
+        'black-box-wins'
+    """
+    if fooled_only_by_black_box <= 0:
+        return None
+    return SanityFlag(
+        "black-box-wins",
+        f"the black-box attack {black_box} fooled {fooled_only_by_black_box} of {total} "
+        f"samples that {white_box} left standing: it sees only the model's scores, so the "
+        "gradients misled the white-box attacks there (gradient masking, a non-differentiable "
+        "or saturated step, a broken loss); quote the worst case and distrust gradient-only "
+        "numbers for this model",
     )

@@ -10,7 +10,14 @@ From the results store alone (the attack cells and their per-sample records) it 
 - robust accuracy per defence and protocol at every attack strength (a table and curves);
 - the per-sample worst case: a sample is robust at a budget only if it survives every attack
   and protocol run at that budget;
-- the sanity flags of :mod:`robustlab.attack.sanity` that tripped.
+- where one attack overstated robustness: at each budget, every attack whose robust accuracy
+  is more than :data:`OVERSTATED` above the strongest attack's there (PGD against
+  ``autoattack``, typically), said in words;
+- minimum-norm attacks (``fmn`` without ``eps``): the whole robust-accuracy-vs-eps curve from
+  one run, with the share of images fooled and the median smallest perturbation;
+- the sanity flags of :mod:`robustlab.attack.sanity` that tripped, including a black-box
+  attack beating the white-box ones (inside ``autoattack``, and across a study's attacks at
+  one budget).
 
 Example:
     >>> credit = Credit("median", "pgd", "eps=0.1", undefended=0.02, oblivious=0.60,
@@ -30,10 +37,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 
+from robustlab.attack.base import ATTACKS
+from robustlab.attack.minimum_norm import robust_accuracy_curve
 from robustlab.attack.sanity import (
     SanityFlag,
     accuracy_rises,
+    black_box_wins,
     large_eps_survivors,
     unstable_predictions,
     vanishing_gradients,
@@ -50,6 +61,9 @@ from robustlab.study.store import CellRow, ResultsStore
 
 # An oblivious gain below this (absolute accuracy) is too small to call a credit.
 MIN_CREDIT = 0.05
+#: An attack overstates robustness when it leaves more than this (absolute accuracy) standing
+#: above the strongest attack at the same budget: 1 point, the issue's agreement tolerance.
+OVERSTATED = 0.01
 _AS_CONFIGURED = "as configured"  # the setting of an attack without a grid
 
 
@@ -306,10 +320,255 @@ def sanity_flags(
             zero_gradients(zero, total),
             vanishing_gradients(vanishing, total),
             unstable_predictions(unstable, total),
+            _black_box_inside(store, done),
         ):
             if flag is not None:
                 flags.append((where, flag))
+    flags += _black_box_across(plan, rows)
     return flags
+
+
+def _tags(name: str) -> tuple[str, ...]:
+    return ATTACKS.entry(name).tags if name in ATTACKS else ()
+
+
+def _black_box_inside(
+    store: ResultsStore, done: list[tuple[AttackCell, CellRow]]
+) -> SanityFlag | None:
+    """Samples an ensemble's black-box member fooled after its white-box members failed."""
+    worst: SanityFlag | None = None
+    most = 0
+    for cell, row in done:
+        notes = row.metrics.get("attack_notes") or {}
+        names = list(notes.get("attacks", []))
+        blind = [i for i, n in enumerate(names) if "gradient" not in _tags(_component(n))]
+        records = store.records(cell.key) if blind else None
+        if records is None or "detail_found_by" not in records:
+            continue
+        count = int(np.isin(records["detail_found_by"], blind).sum())
+        white = ", ".join(n for i, n in enumerate(names) if i not in blind) or "no attack"
+        flag = black_box_wins(
+            "/".join(names[i] for i in blind), count, row.n, white_box=f"{white} (before it)"
+        )
+        if flag is not None and count > most:
+            worst, most = flag, count
+    return worst
+
+
+def _component(name: str) -> str:
+    """The registered attack behind an ``autoattack`` member (``apgd-t`` -> ``apgd``)."""
+    return name.split("-")[0]
+
+
+def _black_box_across(plan: AttackPlan, rows: dict[str, CellRow]) -> list[tuple[str, SanityFlag]]:
+    """A black-box attack more successful than every white-box attack at the same budget."""
+    budgets: dict[tuple[str, str, str, float], list[AttackCell]] = defaultdict(list)
+    for cell in plan.cells:
+        if cell.setting.eps is not None and cell.key in rows:
+            budgets[
+                (cell.model.id, cell.defense_label, cell.setting.norm, cell.setting.eps)
+            ].append(cell)
+    flags = []
+    for (model, defense, norm, eps), cells in budgets.items():
+        white = [c for c in cells if "gradient" in _tags(c.setting.name)]
+        black = [c for c in cells if "gradient" not in _tags(c.setting.name)
+                 and "black-box" in _tags(c.setting.name)]  # fmt: skip
+        if not white or not black:
+            continue
+        best_white = min(white, key=lambda c: rows[c.key].accuracy)
+        for cell in black:
+            gap = rows[best_white.key].accuracy - rows[cell.key].accuracy
+            if gap > OVERSTATED / 2:
+                flags.append(
+                    (
+                        f"{model}, {defense}, {norm} eps={eps:g}",
+                        SanityFlag(
+                            "black-box-wins",
+                            f"the black-box attack {cell.setting.label} leaves "
+                            f"{_pct(rows[cell.key].accuracy)}% robust, below the strongest "
+                            f"white-box attack's {_pct(rows[best_white.key].accuracy)}% "
+                            f"({best_white.setting.label}): a white-box attacker knows more, so "
+                            "its gradients misled it here (gradient masking)",
+                        ),
+                    )
+                )
+    return flags
+
+
+def overstated(
+    plan: AttackPlan, rows: dict[str, CellRow]
+) -> list[tuple[str, str, str, float, AttackCell, float, AttackCell, float]]:
+    """Attacks that leave more than :data:`OVERSTATED` standing above the strongest one.
+
+    Returns:
+        ``(model, defence (protocol), norm, eps, weaker cell, its accuracy, strongest cell, its
+        accuracy)`` for every such case, at every budget measured by two or more attacks.
+    """
+    budgets: dict[tuple[str, str, str, float], list[AttackCell]] = defaultdict(list)
+    for cell in plan.cells:
+        if cell.setting.eps is not None and cell.setting.eps > 0 and cell.key in rows:
+            budgets[
+                (cell.model.id, cell.defense_label, cell.setting.norm, cell.setting.eps)
+            ].append(cell)
+    out = []
+    for (model, defense, norm, eps), cells in budgets.items():
+        if len({c.setting.label for c in cells}) < 2:
+            continue
+        strongest = min(cells, key=lambda c: rows[c.key].accuracy)
+        for cell in cells:
+            accuracy = rows[cell.key].accuracy
+            if accuracy - rows[strongest.key].accuracy > OVERSTATED:
+                out.append(
+                    (model, defense, norm, eps, cell, accuracy, strongest,
+                     rows[strongest.key].accuracy)
+                )  # fmt: skip
+    return out
+
+
+def _overstated_blocks(plan: AttackPlan, rows: dict[str, CellRow]) -> list[Block]:
+    """In words: where an attack (PGD, typically) overstated a model's or defence's robustness."""
+    budgets = {
+        (c.model.id, c.defense_label, c.setting.norm, c.setting.eps)
+        for c in plan.cells
+        if c.setting.eps is not None and c.setting.eps > 0 and c.key in rows
+    }
+    compared = [
+        b for b in budgets
+        if len({c.setting.label for c in plan.cells if c.key in rows
+                and (c.model.id, c.defense_label, c.setting.norm, c.setting.eps) == b}) > 1
+    ]  # fmt: skip
+    if not compared:
+        return []
+    found = overstated(plan, rows)
+    lines = []
+    by_attack: dict[tuple[str, str], list[tuple[str, str, float, float, float, str]]] = defaultdict(
+        list
+    )
+    for model, defense, norm, eps, weak, weak_acc, strong, strong_acc in found:
+        by_attack[(weak.setting.label, model)].append(
+            (defense, norm, eps, weak_acc, strong_acc, strong.setting.label)
+        )
+    for (attack, model), cases in by_attack.items():
+        worst = max(cases, key=lambda c: c[3] - c[4])
+        defenses = ", ".join(dict.fromkeys(c[0] for c in cases))
+        lines.append(
+            f"**{attack} overstated robustness** ({model}) at {len(cases)} of the budgets "
+            f"compared, for {defenses}: by up to {100 * (worst[3] - worst[4]):.1f} points "
+            f"({worst[0]}, {worst[1]} eps={worst[2]:g}: {_pct(worst[3])}% under {attack}, "
+            f"{_pct(worst[4])}% under {worst[5]}). Quote the stronger attack's number."
+        )
+    if not lines:
+        lines.append(
+            f"Every attack's robust accuracy is within {100 * OVERSTATED:.0f} point of the "
+            f"strongest attack's at each of the {len(compared)} budgets measured by more than "
+            "one attack: none overstated robustness here."
+        )
+    return [Heading("Did any attack overstate robustness?", 3), Bullets(lines)]
+
+
+def _minimum_norm_blocks(
+    plan: AttackPlan, rows: dict[str, CellRow], store: ResultsStore, models: list[PlannedModel]
+) -> list[Block]:
+    """Minimum-norm attacks without a budget: the robust-accuracy curve over every eps."""
+    cells = [c for c in plan.cells if c.setting.unbounded and c.key in rows]
+    if not cells:
+        return []
+    budgets = sorted({(c.setting.norm, c.setting.eps) for c in plan.cells
+                      if c.setting.eps is not None and c.setting.eps > 0})  # fmt: skip
+    body = []
+    curves: dict[str, list[tuple[str, np.ndarray, np.ndarray]]] = defaultdict(list)
+    for cell in cells:
+        records = store.records(cell.key)
+        if records is None:
+            continue
+        fooled = records["predicted"] != records["label"]
+        distance = records["distance"].astype(np.float64)
+        moved = fooled & (distance > 0)
+        median = float(np.median(distance[moved])) if moved.any() else math.nan
+        norm = cell.setting.norm
+        at = [
+            f"{100 * robust_accuracy_curve(distance, fooled, [eps])[0]:.1f}"
+            for n, eps in budgets
+            if n == norm and eps is not None
+        ]
+        body.append(
+            [cell.model.id, cell.defense_label, cell.setting.label, norm,
+             f"{100 * moved.mean():.1f}", f"{median:.4g}", "; ".join(at) or "–"]
+        )  # fmt: skip
+        top = float(np.quantile(distance[moved], 0.98)) * 1.1 if moved.any() else 1.0
+        grid = np.linspace(0.0, max(top, 1e-6), 120)
+        curves[cell.model.id].append(
+            (f"{cell.defense_label} · {cell.setting.label} ({norm})", grid,
+             robust_accuracy_curve(distance, fooled, grid))
+        )  # fmt: skip
+    shown = ", ".join(f"{n} {e:g}" for n, e in budgets) or "none"
+    blocks: list[Block] = [
+        Heading("Minimum-norm attacks: robust accuracy at every eps", 3),
+        Paragraph(
+            "A minimum-norm attack finds each image's smallest adversarial perturbation, so "
+            "one run gives the robust accuracy at every budget: an image is robust at eps when "
+            "the attack never flipped it or needed more than eps. These runs also take part in "
+            "the per-sample worst case at every budget of their norm."
+        ),
+        Table(
+            [
+                "model",
+                "defence (protocol)",
+                "attack",
+                "norm",
+                "fooled %",
+                "median smallest perturbation",
+                f"robust % at the study's budgets ({shown})",
+            ],
+            body,
+            caption="Minimum-norm attacks: share of test images flipped, the median norm of "
+            "the perturbation that flipped them, and robust accuracy read off the curve",
+        ),
+    ]
+    for model in models:
+        lines = curves.get(model.id)
+        if not lines:
+            continue
+        fig, ax = plt.subplots(figsize=(5.6, 3.4))
+        for label, grid, accuracy in lines:
+            ax.plot(grid, accuracy, label=label, lw=1.4)
+        ax.set_xlabel("perturbation budget eps")
+        ax.set_ylabel("robust accuracy")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        blocks.append(
+            Figure(
+                f"minimum-norm-{model.id}",
+                buffer.getvalue(),
+                f"{model.id}: robust accuracy against the budget, from one minimum-norm run "
+                "per defence.",
+            )
+        )
+    return blocks
+
+
+def _ensemble_notes(plan: AttackPlan, rows: dict[str, CellRow]) -> list[str]:
+    """What an attack ensemble (``autoattack``) ran, and where it switched to EOT."""
+    lines = []
+    for cell in plan.cells:
+        row = rows.get(cell.key)
+        notes = (row.metrics.get("attack_notes") or {}) if row is not None else {}
+        if not notes.get("attacks"):
+            continue
+        version = notes.get("version", "")
+        text = f"{cell.setting.label}: ran {', '.join(notes['attacks'])} ({version} version)"
+        if notes.get("random_model"):
+            draws = notes.get("eot_samples") or "the pipeline's own"
+            text += (
+                f"; {cell.model.id} with {cell.defense_label} is random (two forward passes "
+                f"differ), so gradients were averaged over {draws} draws (EOT)"
+            )
+        lines.append(text)
+    return list(dict.fromkeys(lines))
 
 
 def _curves(
@@ -396,7 +655,7 @@ def attack_blocks(plan: AttackPlan, store: ResultsStore, models: list[PlannedMod
             "attacker. Robust accuracy is measured on the real defence in both cases."
         ),
     ]
-    methods = plan.methods
+    methods = plan.methods + _ensemble_notes(plan, rows)
     if methods:
         blocks.append(Bullets(methods))
     findings = _findings(plan, rows, [m.id for m in models])
@@ -415,8 +674,10 @@ def attack_blocks(plan: AttackPlan, store: ResultsStore, models: list[PlannedMod
                 "between calls."
             )
         )
+    blocks += _overstated_blocks(plan, rows)
     blocks += _accuracy_tables(plan, rows, models)
     blocks += _worst_case_blocks(plan, store, models)
+    blocks += _minimum_norm_blocks(plan, rows, store, models)
     for model in models:
         png = _curves(plan, rows, store, model)
         if png is not None:

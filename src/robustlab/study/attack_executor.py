@@ -50,7 +50,8 @@ from torch import nn
 
 from robustlab.attack import create_attack
 from robustlab.attack.adaptive import attack_surface
-from robustlab.attack.base import Attack
+from robustlab.attack.base import Attack, AttackResult
+from robustlab.attack.minimum_norm import EPS_SLACK
 from robustlab.data.base import Dataset
 from robustlab.defend import create_defense
 from robustlab.metrics import psnr
@@ -99,6 +100,12 @@ class AttackSetting:
     seed: int
     gradient: str
     eot_samples: int
+    minimum_norm: bool = False  # a minimum-norm attack; unbounded when eps is None
+
+    @property
+    def unbounded(self) -> bool:
+        """A minimum-norm attack without a budget: one run answers every eps of its norm."""
+        return self.minimum_norm and self.eps is None
 
     @property
     def key(self) -> str:
@@ -220,6 +227,7 @@ def make_attack_plan(
                     seed=derive_seed(config.seed, "attack", entry.name, params),
                     gradient=entry.gradient,
                     eot_samples=entry.eot_samples,
+                    minimum_norm=bool(getattr(attack, "minimum_norm", False)),
                 )
             )
     defenses = [DefenseSetting(d.label, d.name, dict(d.params)) for d in config.defenses]
@@ -268,6 +276,29 @@ class _Tally:
     unstable: list[torch.Tensor] = field(default_factory=list)
     psnr_sum: float = 0.0
     psnr_count: int = 0
+    details: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def merge_notes(total: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any]:
+    """Notes of an attack over batches: counts (ints, dicts of ints) add up, the rest is kept.
+
+    Example:
+        >>> merge_notes({"version": "rand", "fooled_by": {"a": 2}}, {"version": "rand",
+        ...             "fooled_by": {"a": 1, "b": 3}})
+        {'version': 'rand', 'fooled_by': {'a': 3, 'b': 3}}
+    """
+    out = dict(total)
+    for key, value in batch.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = merge_notes(out[key], value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            out[key] = out[key] + value
+        elif isinstance(value, bool):
+            out[key] = bool(out[key]) or value
+    return out
 
 
 def _distance(adversarial: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
@@ -334,35 +365,33 @@ def attack_group(
     }
     unstable_by_defense: dict[str, torch.Tensor] = {}
     for x, y in dataset.test.batches(batch_size, device):
-        runs: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        runs: dict[str, AttackResult] = {}
         if oblivious_needed:
-            result = attack.run(model, x, y, generators["oblivious"])
-            runs["oblivious"] = (
-                result.adversarial,
-                result.zero_gradient,
-                result.vanishing_gradient,
-            )
+            runs["oblivious"] = attack.run(model, x, y, generators["oblivious"])
             if on_batch is not None:
                 on_batch(len(x))
         for label in sorted(adaptive):
             if surfaces[label].model is model and "oblivious" in runs:
                 runs[label] = runs["oblivious"]  # no defence: the same attack
                 continue
-            result = attack.run(surfaces[label].model, x, y, generators[label])
-            runs[label] = (result.adversarial, result.zero_gradient, result.vanishing_gradient)
+            runs[label] = attack.run(surfaces[label].model, x, y, generators[label])
             if on_batch is not None:
                 on_batch(len(x))
         for label, defense in defenses.items():
             unstable_by_defense[label] = _unstable_mask(nn.Sequential(defense, model), x)
         for cell in cells:
             run = "oblivious" if cell.protocol == "oblivious" else cell.defense.label
-            adversarial, zero_gradient, vanishing_gradient = runs[run]
+            result = runs[run]
+            adversarial = result.adversarial
             tally = tallies[cell.key]
             tally.predicted.append(_predict(model, defenses[cell.defense.label], adversarial))
             tally.labels.append(y)
             tally.distance.append(_distance(adversarial, x, setting.norm))
-            tally.zero_gradient.append(zero_gradient)
-            tally.vanishing_gradient.append(vanishing_gradient)
+            tally.zero_gradient.append(result.zero_gradient)
+            tally.vanishing_gradient.append(result.vanishing_gradient)
+            for name, values in result.details.items():
+                tally.details.setdefault(name, []).append(values)
+            tally.notes = merge_notes(tally.notes, result.notes)
             tally.unstable.append(unstable_by_defense[cell.defense.label])
             quality = psnr(adversarial, x)
             finite = torch.isfinite(quality)
@@ -400,6 +429,7 @@ def attack_group(
                 "copies": 1,
                 "psnr": tally.psnr_sum / tally.psnr_count if tally.psnr_count else None,
                 "identical": n - tally.psnr_count,
+                **({"attack_notes": tally.notes} if tally.notes else {}),
             },
         )
         records = {
@@ -410,6 +440,8 @@ def attack_group(
             "vanishing_gradient": torch.cat(tally.vanishing_gradient).cpu().numpy(),
             "unstable": torch.cat(tally.unstable).cpu().numpy(),
         }
+        for name, parts in tally.details.items():
+            records[f"detail_{name}"] = torch.cat(parts).cpu().numpy()
         out[cell.key] = (row, records)
     return out
 
@@ -486,20 +518,29 @@ def worst_case(
 
     A sample counts as robust for a (model, defence, norm, eps) only if it is classified
     correctly after *every* attack setting and protocol of the study with that norm and eps.
+    An unbounded minimum-norm attack of the same norm (``fmn`` without ``eps``) takes part at
+    every budget: it fools a sample at ``eps`` when its smallest adversarial perturbation is
+    no larger than ``eps`` (:func:`robustlab.attack.minimum_norm.robust_accuracy_curve`).
 
     Returns:
         ``(model id, defence label, norm, eps) -> (robust samples, samples, cell labels)``
         for the budgets whose cells are all finished.
     """
     members: dict[tuple[str, str, str, float], list[AttackCell]] = {}
+    unbounded: dict[tuple[str, str, str], list[AttackCell]] = {}
     for cell in plan.cells:
+        if cell.setting.unbounded:
+            unbounded.setdefault(
+                (cell.model.id, cell.defense.label, cell.setting.norm), []
+            ).append(cell)
         if cell.setting.eps is None:
             continue
         key = (cell.model.id, cell.defense.label, cell.setting.norm, cell.setting.eps)
         members.setdefault(key, []).append(cell)
     finished = store.finished_keys()
     out: dict[tuple[str, str, str, float], tuple[int, int, list[str]]] = {}
-    for key, cells in members.items():
+    for key, bounded in members.items():
+        cells = bounded + unbounded.get(key[:3], [])
         if any(c.key not in finished for c in cells):
             continue
         robust: np.ndarray | None = None
@@ -508,6 +549,9 @@ def worst_case(
             if records is None:
                 break
             correct = records["predicted"] == records["label"]
+            if cell.setting.unbounded:
+                limit = key[3] * (1 + EPS_SLACK)
+                correct = correct | (records["distance"].astype(np.float64) > limit)
             robust = correct if robust is None else robust & correct
         else:
             assert robust is not None
