@@ -1,0 +1,187 @@
+"""AutoAttack and APGD: robustlab against torchattacks and the reference AutoAttack, same run.
+
+Run it in the peer environment (``bash benchmarks/setup_peers.sh`` once; for the reference
+implementation also ``AUTOATTACK_SRC=/path/to/fra31/auto-attack bash benchmarks/setup_peers.sh``,
+it is not on PyPI):
+
+    .bench-venv/bin/python benchmarks/bench_autoattack.py --images 200
+
+For each model it attacks the same first ``--images`` test images with
+
+- ``pgd-40x10``: robustlab's PGD-40 (step 2.5 eps / 40) from 10 random restarts, the bar the
+  issue sets (``autoattack`` must be at least as strong on every image set);
+- ``apgd-ce``: APGD on the cross-entropy, 100 steps, one restart: robustlab's ``apgd``,
+  ``torchattacks.APGD`` and the reference ``autoattack.autopgd_base.APGDAttack``;
+- ``autoattack``: the standard version: robustlab's (APGD-CE, APGD-T, FMN, Square),
+  ``torchattacks.AutoAttack`` and the reference ``autoattack.AutoAttack`` (APGD-CE, APGD-T,
+  FAB-T, Square with 5,000 queries);
+
+and prints robust accuracy, seconds and the time ratio peer / robustlab. Each implementation
+runs once (these are minutes-long attacks; rerun for a spread). Models (trained on first use,
+then served from the model cache):
+
+- ``quickstart``: the quickstart study's lin2022 CNN (15 epochs on the embedded MNIST sample),
+  attacked at L-inf eps 0.1 (at 0.3 every implementation leaves 0%);
+- ``madry``: the adversarially trained Madry network of ``papers/madry-pgd-mnist``
+  (``adversarial-e10``; needs real MNIST: ``ROBUSTLAB_DATA``), at L-inf eps 0.3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from robustlab.attack import APGD, PGD, AutoAttack
+from robustlab.data import load_dataset
+from robustlab.paths import model_cache_dir
+from robustlab.seeding import make_generator
+from robustlab.study.config import load_config
+from robustlab.study.plan import plan_models
+from robustlab.train.cache import ModelCache
+
+Run = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+CONFIGS = {
+    "quickstart": ("src/robustlab/configs/quickstart.yaml", "cnn-e15", 0.1),
+    "madry": ("src/robustlab/configs/papers/madry-pgd-mnist.yaml", "adversarial-e10", 0.3),
+}
+
+
+def load_model(name: str, images: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor, float]:
+    path, model_id, eps = CONFIGS[name]
+    config = load_config(Path(__file__).resolve().parents[1] / path)
+    planned = next(m for m in plan_models(config) if m.id == model_id)
+    assert planned.recipe is not None and not planned.parents
+    dataset = load_dataset(config.dataset.name, data_dir=os.environ.get("ROBUSTLAB_DATA"))
+    served = ModelCache(model_cache_dir()).get_or_train(planned.recipe, dataset)
+    x, y = next(dataset.test.batches(images))
+    return served.model.eval(), x, y, eps
+
+
+def ours(attack: PGD | APGD | AutoAttack) -> Run:
+    def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return attack(model, x, y, make_generator(0))
+
+    return run
+
+
+def peers(eps: float, classes: int) -> dict[str, dict[str, Run]]:
+    found: dict[str, dict[str, Run]] = {"apgd-ce": {}, "autoattack": {}}
+    try:
+        import torchattacks
+
+        def ta_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            attack = torchattacks.APGD(model, norm="Linf", eps=eps, steps=100, n_restarts=1,
+                                       loss="ce", seed=0)  # fmt: skip
+            return attack(x, y)  # type: ignore[no-any-return]
+
+        def ta_auto(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            attack = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard",
+                                             n_classes=classes, seed=0)  # fmt: skip
+            return attack(x, y)  # type: ignore[no-any-return]
+
+        found["apgd-ce"]["torchattacks"] = ta_apgd
+        found["autoattack"]["torchattacks"] = ta_auto
+    except ImportError:
+        print("torchattacks is not installed: run bash benchmarks/setup_peers.sh", file=sys.stderr)
+    try:
+        from autoattack import AutoAttack as ReferenceAutoAttack
+        from autoattack.autopgd_base import APGDAttack
+
+        def ref_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            attack = APGDAttack(model, n_iter=100, norm="Linf", n_restarts=1, eps=eps,
+                                loss="ce", seed=0, device=x.device)  # fmt: skip
+            return attack.perturb(x, y)  # type: ignore[no-any-return]
+
+        def ref_auto(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            attack = ReferenceAutoAttack(model, norm="Linf", eps=eps, version="standard",
+                                         device=x.device, verbose=False, seed=0)  # fmt: skip
+            return attack.run_standard_evaluation(x, y, bs=len(x))  # type: ignore[no-any-return]
+
+        found["apgd-ce"]["reference"] = ref_apgd
+        found["autoattack"]["reference"] = ref_auto
+    except ImportError:
+        print(
+            "the reference AutoAttack is not installed: AUTOATTACK_SRC=<checkout of "
+            "github.com/fra31/auto-attack> bash benchmarks/setup_peers.sh",
+            file=sys.stderr,
+        )
+    return found
+
+
+def measure(run: Run, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    torch.manual_seed(0)
+    began = time.perf_counter()
+    adversarial = run(model, x, y)
+    seconds = time.perf_counter() - began
+    with torch.no_grad():
+        accuracy = float((model(adversarial).argmax(dim=1) == y).float().mean())
+    return accuracy, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--models", default="quickstart,madry")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--json", type=Path, default=None, help="write every number here")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(
+        f"torch {torch.__version__} | python {platform.python_version()} | "
+        f"threads {torch.get_num_threads()} | cpu {platform.processor() or platform.machine()}"
+    )
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for name in args.models.split(","):
+        model, x, y, eps = load_model(name, args.images)
+        with torch.no_grad():
+            clean = float((model(x).argmax(dim=1) == y).float().mean())
+        classes = int(model(x[:1]).shape[1])
+        rows: dict[str, dict[str, float]] = {}
+        table: list[tuple[str, str, Run]] = [
+            ("pgd-40x10", "robustlab", ours(PGD(eps=eps, steps=40, restarts=10))),
+            ("apgd-ce", "robustlab", ours(APGD(eps=eps, steps=100))),
+            ("autoattack", "robustlab", ours(AutoAttack(eps=eps, version="standard"))),
+        ]
+        for attack, implementations in peers(eps, classes).items():
+            table += [(attack, peer, run) for peer, run in implementations.items()]
+        print(f"\n{name}: L-inf eps {eps}, {len(x)} test images, clean accuracy {clean:.3f}")
+        print(f"{'attack':<12}{'implementation':<16}{'robust acc':>11}{'seconds':>10}{'ratio':>8}")
+        for attack, implementation, run in sorted(table, key=lambda r: (r[0], r[1] != "robustlab")):
+            accuracy, seconds = measure(run, model, x, y)
+            rows[f"{attack}/{implementation}"] = {"accuracy": accuracy, "seconds": seconds}
+            base = rows.get(f"{attack}/robustlab", {}).get("seconds", seconds)
+            print(
+                f"{attack:<12}{implementation:<16}{100 * accuracy:>10.1f}%{seconds:>10.1f}"
+                f"{seconds / base:>7.2f}x",
+                flush=True,
+            )
+        auto = rows["autoattack/robustlab"]["accuracy"]
+        pgd = rows["pgd-40x10/robustlab"]["accuracy"]
+        print(
+            f"autoattack at least as strong as pgd-40x10: {auto <= pgd} ({auto:.3f} <= {pgd:.3f})"
+        )
+        for peer in ("torchattacks", "reference"):
+            other = rows.get(f"autoattack/{peer}")
+            if other is not None:
+                gap = 100 * (auto - other["accuracy"])
+                print(f"autoattack vs {peer}: {gap:+.1f} points (within 1 point: {abs(gap) <= 1})")
+        results[name] = rows
+    print(
+        "(ratio: seconds / robustlab's seconds for the same attack; > 1 means robustlab is faster)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
