@@ -32,6 +32,13 @@ $PY -m pip install --quiet --no-deps imagecorruptions
 # them; the smoke test below checks that, and that torchvision was not imported.
 $PY -m pip install --quiet --no-deps torchattacks
 
+# The reference AutoAttack (Croce & Hein, github.com/fra31/auto-attack) is not on PyPI: give a
+# checkout of it in AUTOATTACK_SRC to install it too (plain PyTorch; --no-deps keeps torch as is).
+# benchmarks/bench_autoattack.py compares robustlab's autoattack with it and with torchattacks'.
+if [ -n "${AUTOATTACK_SRC:-}" ]; then
+  $PY -m pip install --quiet --no-deps "$AUTOATTACK_SRC"
+fi
+
 # Smoke test: every peer imports and the four corruptions the benchmark uses run.
 $PY - <<'PY'
 import sys
@@ -69,3 +76,4 @@ PY
 echo "benchmark environment ready in $(pwd)/.bench-venv"
 echo "run: .bench-venv/bin/python benchmarks/bench_degradations.py"
 echo "     .bench-venv/bin/python benchmarks/bench_pgd.py"
+echo "     .bench-venv/bin/python benchmarks/bench_autoattack.py"

@@ -58,7 +58,9 @@ def _study(tmp_path: Path, **extra: Any) -> dict[str, Any]:
 
 
 def test_parts_are_registered_in_order() -> None:
-    assert [p.name for p in study_parts()] == ["degradations", "attacks", "minimal_noise"]
+    assert [p.name for p in study_parts()] == [
+        "degradations", "attacks", "minimal_noise", "certify"
+    ]  # fmt: skip
 
 
 def test_report_reads_the_store_alone_and_csv_has_kind_and_protocol(tmp_path: Path) -> None:

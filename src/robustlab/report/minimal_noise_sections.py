@@ -36,8 +36,9 @@ from robustlab.study.store import ResultsStore
 METHOD_NAMES = {
     "ga": "psi + GA (aghdam2016)",
     "szegedy": "Szegedy (projected Adam)",
+    "fmn": "FMN (Pintor et al. 2021)",
 }
-COLOURS = {"ga": "#d62728", "szegedy": "#1f77b4"}
+COLOURS = {"ga": "#d62728", "szegedy": "#1f77b4", "fmn": "#2ca02c"}
 
 
 def _num(value: float, digits: int = 3) -> str:
@@ -256,7 +257,9 @@ def minimal_noise_blocks(
             "(psi = beta L[c] while the true class c wins, L[k] - L[c] once class k wins; L the "
             "softmax scores) with a genetic algorithm, aghdam2016's Eqs. 2-3; **Szegedy** "
             "minimises lambda ‖r‖₂ + loss(X + r) with projected Adam and a line search over "
-            "lambda (Szegedy et al. 2014, the paper's Eq. 1). Both keep X + r in [0, 1]."
+            "lambda (Szegedy et al. 2014, the paper's Eq. 1). Both keep X + r in [0, 1]. Any "
+            "other method is a registered minimum-norm attack (FMN: adaptive norm projection "
+            "around the decision boundary), measured the same way."
         ),
         Bullets(
             [

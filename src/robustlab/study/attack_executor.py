@@ -530,9 +530,9 @@ def worst_case(
     unbounded: dict[tuple[str, str, str], list[AttackCell]] = {}
     for cell in plan.cells:
         if cell.setting.unbounded:
-            unbounded.setdefault(
-                (cell.model.id, cell.defense.label, cell.setting.norm), []
-            ).append(cell)
+            unbounded.setdefault((cell.model.id, cell.defense.label, cell.setting.norm), []).append(
+                cell
+            )
         if cell.setting.eps is None:
             continue
         key = (cell.model.id, cell.defense.label, cell.setting.norm, cell.setting.eps)

@@ -41,11 +41,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from robustlab.attack import create_attack
 from robustlab.attack.minimal_noise import (
+    METHODS,
     GeneticParams,
     MinimalNoiseResult,
     SzegedyParams,
     make_params,
+    minimal_noise_by_attack,
     minimal_noise_search,
 )
 from robustlab.data.base import Dataset
@@ -109,7 +112,9 @@ def method_params(config: StudyConfig, method: str) -> dict[str, Any]:
     assert section is not None
     if method == "ga":
         return dataclasses.asdict(make_params(GeneticParams, section.ga))
-    return dataclasses.asdict(make_params(SzegedyParams, section.szegedy))
+    if method == "szegedy":
+        return dataclasses.asdict(make_params(SzegedyParams, section.szegedy))
+    return create_attack(method, **section.params.get(method, {})).params()
 
 
 def plan_minimal_noise(
@@ -198,17 +203,28 @@ def run_minimal_noise(
         task = progress.start("minimal noise", len(pending) * len(x))
         for job in pending:
             generator = make_generator(derive_seed(config.seed, META_KEY, job.method), device)
-            result = minimal_noise_search(
-                provider.provide(job.model),
-                x,
-                y,
-                method=job.method,  # type: ignore[arg-type]
-                generator=generator,
-                ga=GeneticParams(**job.params) if job.method == "ga" else None,
-                szegedy=SzegedyParams(**job.params) if job.method == "szegedy" else None,
-                num_classes=dataset.num_classes,
-                max_batch=section.max_batch,
-            )
+            if job.method in METHODS:
+                result = minimal_noise_search(
+                    provider.provide(job.model),
+                    x,
+                    y,
+                    method=job.method,  # type: ignore[arg-type]
+                    generator=generator,
+                    ga=GeneticParams(**job.params) if job.method == "ga" else None,
+                    szegedy=SzegedyParams(**job.params) if job.method == "szegedy" else None,
+                    num_classes=dataset.num_classes,
+                    max_batch=section.max_batch,
+                )
+            else:  # any other minimum-norm attack (fmn)
+                result = minimal_noise_by_attack(
+                    provider.provide(job.model),
+                    x,
+                    y,
+                    create_attack(job.method, **job.params),
+                    generator=generator,
+                    num_classes=dataset.num_classes,
+                    max_batch=section.max_batch,
+                )
             _save(run_dir / job.file, result, x)
             summary = result.summary()
             done[job.id] = {

@@ -1,4 +1,4 @@
-"""Study parts: the degradation sweep, attacks, minimal-noise search (one module each).
+"""Study parts: degradation sweep, attacks, minimal-noise search, certification (one module each).
 
 Example:
     >>> from robustlab.study.parts import study_parts

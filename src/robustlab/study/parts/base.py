@@ -1,7 +1,7 @@
 """The study-part interface: every kind of experiment in a study plugs in the same way.
 
 A study is its artefact graph (the models, :mod:`robustlab.study.artefacts`) plus *parts*: the
-degradation sweep, the attacks, the minimal-noise search, and whatever comes next. A part
+degradation sweep, the attacks, the minimal-noise search, certification, and more. A part
 
 - **plans** keyed jobs from the validated study and its planned models (``plan``; None when the
   study does not use the part),
@@ -20,7 +20,7 @@ Parts are registered with :func:`register_part` in one list, :data:`PARTS`, orde
 Example:
     >>> from robustlab.study.parts import study_parts
     >>> [part.name for part in study_parts()]
-    ['degradations', 'attacks', 'minimal_noise']
+    ['degradations', 'attacks', 'minimal_noise', 'certify']
 """
 
 from __future__ import annotations
