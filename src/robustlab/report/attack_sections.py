@@ -116,7 +116,7 @@ def credits(plan: AttackPlan, rows: dict[str, CellRow]) -> list[Credit]:
             by_key[(cell.model.id, cell.setting.key, cell.defense.label, cell.protocol)] = row
     out = []
     for cell in plan.cells:
-        if cell.protocol != "adaptive" or cell.defense.name == "none":
+        if cell.protocol != "adaptive" or cell.defense.name == "none" or cell.setting.unbounded:
             continue
         model, setting = cell.model.id, cell.setting
         adaptive = by_key.get((model, setting.key, cell.defense.label, "adaptive"))
@@ -207,7 +207,7 @@ def _accuracy_tables(
     blocks: list[Block] = []
     series = _series(plan)
     for model in models:
-        for attack in dict.fromkeys(s.label for s in plan.settings):
+        for attack in dict.fromkeys(s.label for s in plan.settings if not s.unbounded):
             settings = [s for s in plan.settings if s.label == attack]
             header = [
                 "defence (protocol)",
@@ -452,8 +452,9 @@ def _overstated_blocks(plan: AttackPlan, rows: dict[str, CellRow]) -> list[Block
         worst = max(cases, key=lambda c: c[3] - c[4])
         defenses = ", ".join(dict.fromkeys(c[0] for c in cases))
         lines.append(
-            f"**{attack} overstated robustness** ({model}) at {len(cases)} of the budgets "
-            f"compared, for {defenses}: by up to {100 * (worst[3] - worst[4]):.1f} points "
+            f"**{attack} overstated robustness** ({model}) in {len(cases)} of the "
+            f"{sum(1 for b in compared if b[0] == model)} defence-and-budget comparisons, "
+            f"for {defenses}: by up to {100 * (worst[3] - worst[4]):.1f} points "
             f"({worst[0]}, {worst[1]} eps={worst[2]:g}: {_pct(worst[3])}% under {attack}, "
             f"{_pct(worst[4])}% under {worst[5]}). Quote the stronger attack's number."
         )
@@ -574,7 +575,7 @@ def _ensemble_notes(plan: AttackPlan, rows: dict[str, CellRow]) -> list[str]:
 def _curves(
     plan: AttackPlan, rows: dict[str, CellRow], store: ResultsStore, model: PlannedModel
 ) -> bytes | None:
-    attacks = list(dict.fromkeys(s.label for s in plan.settings))
+    attacks = list(dict.fromkeys(s.label for s in plan.settings if not s.unbounded))
     defenses = [d.label for d in plan.defenses]
     if not attacks or not defenses:
         return None

@@ -183,9 +183,10 @@ def certify_blocks(
                 f"The largest radius n draws can certify, sigma x Φ⁻¹(alpha^(1/n)): {largest} "
                 "(dotted lines in the figures); beyond it certified accuracy is 0 by "
                 "construction, whatever the model.",
-                f"The defence leaderboard's `certified L2 r={representative_radius(plan.radii):g}`"
-                " column is each model's best certified accuracy over sigma at that radius; "
-                "it counts in the model's worst case (without a defence).",
+                "The defence leaderboard's `smoothed, certified L2 "
+                f"r={representative_radius(plan.radii):g}` column is each model's best "
+                "certified accuracy over sigma at that radius; it belongs to the smoothed "
+                "classifier, not the model ranked, so it is not counted in the worst case.",
                 f"Per-image values: `{CSV_NAME}` (prediction -1 = abstained); results.csv has "
                 "rows of kind `certify`, one per model, sigma and report radius.",
             ]

@@ -55,6 +55,9 @@ class LeaderboardScores:
             the mean and worst degraded accuracy.
         worst_cases: column title -> accuracy counted in the overall worst case only (e.g. the
             per-sample worst case over the study's attacks at their largest budget).
+        shown: column title -> accuracy shown beside the others but counted in no worst case
+            (e.g. the certified accuracy of a model's *smoothed* classifier, which is another
+            classifier than the model ranked).
     """
 
     defenses: list[str] = field(default_factory=list)
@@ -62,6 +65,7 @@ class LeaderboardScores:
     clean_seconds: dict[Pair, float] = field(default_factory=dict)
     degraded: dict[str, dict[Pair, float]] = field(default_factory=dict)
     worst_cases: dict[str, dict[Pair, float]] = field(default_factory=dict)
+    shown: dict[str, dict[Pair, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Entry:
     worst: float | None = None  # overall worst case (degradations and attacks)
     degraded: dict[str, float] = field(default_factory=dict)  # label -> strongest-level accuracy
     worst_cases: dict[str, float] = field(default_factory=dict)  # e.g. attacks' worst case
+    shown: dict[str, float] = field(default_factory=dict)  # informative, in no worst case
     train_seconds: float | None = None
     inference: float | None = None  # seconds per clean pass, relative to the reference
 
@@ -195,6 +200,9 @@ def leaderboard_entries(
                 for title, values in part.worst_cases.items():
                     if pair in values:
                         entry.worst_cases[title] = values[pair]
+                for title, values in part.shown.items():
+                    if pair in values:
+                        entry.shown[title] = values[pair]
             candidates = [
                 v for v in (entry.worst_degraded, *entry.worst_cases.values()) if v is not None
             ]
@@ -298,12 +306,15 @@ def leaderboard_blocks(
     on_front = {id(e) for e in front}
     labels = sorted({label for e in entries for label in e.degraded})
     extra = list(dict.fromkeys(title for part in scores for title in part.worst_cases))
+    shown = list(dict.fromkeys(title for part in scores for title in part.shown))
     base = next((e for e in entries if e.model == reference and e.defense == "none"), None)
     header = ["", "model", "defence", "clean %", *(f"{label} %" for label in labels)]
     if labels:
         header += ["mean %", "worst degr. %"]
     header += [f"{title} %" for title in extra]
-    header += ["worst case %", "train s", "inference ×"]
+    header += ["worst case %"]
+    header += [f"{title} %" for title in shown]
+    header += ["train s", "inference ×"]
     if base is not None:
         header += ["clean Δ vs base (pts)", "recovered (d'-d)/(c-d)"]
     body = []
@@ -313,8 +324,8 @@ def leaderboard_blocks(
         if labels:
             row += [_pct(e.mean_degraded), _pct(e.worst_degraded)]
         row += [_pct(e.worst_cases.get(title)) for title in extra]
+        row += [_pct(e.worst), *(_pct(e.shown.get(title)) for title in shown)]
         row += [
-            _pct(e.worst),
             "–" if e.train_seconds is None else f"{e.train_seconds:.0f}",
             "–" if e.inference is None else f"{e.inference:.2f}",
         ]
