@@ -12,14 +12,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from robustlab.certify import certify
 from robustlab.certify.radii import largest_radius
 from robustlab.cli import app
+from robustlab.defend import create_defense, defended
 from robustlab.errors import ConfigError
 from robustlab.models import ModelCard, create_model, save_model
+from robustlab.seeding import derive_seed, make_generator
 from robustlab.study.certify_runner import CSV_COLUMNS, CSV_NAME, KIND, CertifyJob
 from robustlab.study.config import parse_config
 from robustlab.study.parts import CSV_COLUMNS as RESULTS_COLUMNS
-from robustlab.study.runner import run_study
+from robustlab.study.plan import plan_models
+from robustlab.study.runner import prepare_dataset, run_study
 from robustlab.study.store import STORE_NAME, ResultsStore
 from robustlab.train.cache import ModelCache
 
@@ -177,7 +181,7 @@ def test_a_killed_run_keeps_finished_jobs_and_every_model_sees_the_same_noise(
         ({"n": 0}, "certify.n: Input should be greater than or equal to 1"),
         ({"radii": [-1]}, "certify.radii: Value error, radii must be finite numbers >= 0"),
         ({"radii": [0, 5.0]}, "radii: [5.0] lie beyond the largest radius n=200 draws"),
-        ({"defenses": True}, "certify.defenses: Extra inputs are not permitted"),
+        ({"defenses": True}, "certify.defenses: Input should be a valid list"),
     ],
 )
 def test_config_errors_name_the_field(
@@ -238,3 +242,30 @@ def test_certify_command_rejects_bad_input_before_any_work(
     assert result.exit_code == 2, result.output
     assert expected in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+def test_a_model_behind_a_defence_is_smoothed_as_one_classifier(tmp_path: Path) -> None:
+    """certify.defenses: the defence sits inside the smoothed classifier (denoised smoothing)."""
+    study = _study(tmp_path, sigma=[0.25], defenses=["none", "median"])
+    result = run_study(parse_config(study))
+    assert result.run_dir is not None
+    rows = _read(result.run_dir / "certify.csv")
+    assert {r["defense"] for r in rows} == {"none", "median"}
+    median = [r for r in rows if r["defense"] == "median"]
+    # Recompute the median job independently: same noise seed, the pipeline median -> model.
+    config = parse_config(study)
+    dataset = prepare_dataset(config, None)
+    planned = plan_models(config)[0]
+    assert planned.recipe is not None
+    model = ModelCache().get_or_train(planned.recipe, dataset).model.eval()
+    x, _ = next(dataset.test.subset(IMAGES).batches(IMAGES))
+    cert = certify(
+        defended(model, create_defense("median")), x, sigma=0.25, n0=N0, n=N,
+        generator=make_generator(derive_seed(config.seed, KIND, 0.25)), batch_size=500,
+    )  # fmt: skip
+    assert [int(r["prediction"]) for r in median] == cert.prediction.tolist()
+    assert [int(r["counts"]) for r in median] == cert.counts.tolist()
+    report = (result.run_dir / "report.md").read_text()
+    assert "denoised smoothing" in report and "| cnn-e1 | median | 0.25 |" in report
+    with pytest.raises(ConfigError, match=r"certify\.defenses"):
+        parse_config({**study, "certify": {**study["certify"], "defenses": ["jpeg"]}})

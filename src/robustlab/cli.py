@@ -338,6 +338,14 @@ def certify_command(
         ),
     ] = None,
     split: Annotated[Split, typer.Option(help="Which split to certify.")] = Split.test,
+    defense: Annotated[
+        str | None,
+        typer.Option(
+            "--defense",
+            help="Input defence SPEC inside the smoothed classifier, e.g. median:size=3 "
+            "(denoised smoothing); default none.",
+        ),
+    ] = None,
     device: Annotated[
         str, typer.Option(help="auto (CUDA if available), cpu or cuda[:N].")
     ] = "auto",
@@ -357,11 +365,13 @@ def certify_command(
     accuracy at r: the share of images certified correct with a radius of at least r
     (abstentions count as wrong); r = 0 is the smoothed classifier's clean accuracy. The noise
     at each sigma is seeded as in a study's ``certify:`` section, so the same seed, images and
-    settings give the study's numbers.
+    settings give the study's numbers. With ``--defense`` the defence runs inside the smoothed
+    classifier, on every noisy copy (Salman et al.'s denoised smoothing for a denoiser).
     """
     from robustlab.certify import certify as certify_images
     from robustlab.certify.radii import radius_grid
     from robustlab.data import load_dataset
+    from robustlab.defend import defended
     from robustlab.device import resolve_device
     from robustlab.models import load_model
     from robustlab.seeding import derive_seed
@@ -371,7 +381,13 @@ def certify_command(
     try:
         settings = _certify_settings(sigma or [0.25], n0, n, alpha, images, batch_size, radius)
         torch_device = resolve_device(device)
+        front = None
+        if defense:
+            defense_name, defense_params = parse_spec(defense)
+            front = create_defense(defense_name, **defense_params)
         net = load_model(model, device=str(torch_device))
+        if front is not None:
+            net = defended(net, front.to(torch_device)).eval()
         dataset = load_dataset(data, data_dir=str(data_dir) if data_dir else None)
         chosen = (dataset.test if split is Split.test else dataset.train).subset(settings.images)
         x, y = next(chosen.batches(len(chosen), torch_device))
@@ -405,7 +421,7 @@ def certify_command(
                 writer = csv.writer(f)
                 writer.writerow(CSV_COLUMNS)
                 writer.writerows(
-                    [name, f"{s:g}", i, int(labels[i]), int(c.prediction[i]),
+                    [name, defense or "none", f"{s:g}", i, int(labels[i]), int(c.prediction[i]),
                      f"{c.radius[i]:.6f}", f"{c.p_lower[i]:.10g}", int(c.counts[i])]
                     for s, c in certificates.items()
                     for i in range(len(labels))

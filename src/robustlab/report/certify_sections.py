@@ -10,7 +10,7 @@ Example:
     >>> from robustlab.certify import Certificate
     >>> cert = Certificate(np.array([0, 1, -1]), np.array([0.6, 0.2, 0.0]),
     ...                    np.array([0.99, 0.8, 0.3]), np.array([99, 80, 30]), 10, 100, 0.001, 0.25)
-    >>> png = curve_figure("cnn", {0.25: (cert, np.array([0, 1, 1]))}, {0.25: 0.77})
+    >>> png = curve_figure("cnn", {("none", 0.25): (cert, np.array([0, 1, 1]))}, {0.25: 0.77})
     >>> png[1:4]
     b'PNG'
 """
@@ -50,26 +50,33 @@ def _pct(value: float | None) -> str:
 
 def curve_figure(
     model: str,
-    curves: dict[float, tuple[Certificate, np.ndarray]],
+    curves: dict[tuple[str, float], tuple[Certificate, np.ndarray]],
     largest: dict[float, float],
 ) -> bytes:
     """Certified accuracy against the L2 radius, one line per sigma (Cohen et al. Figure 7).
 
     Args:
         model: the model id (title).
-        curves: ``sigma -> (certificate, labels)``.
+        curves: ``(defence label, sigma) -> (certificate, labels)``; the defence is named in
+            the legend unless it is ``none``.
         largest: ``sigma -> the largest radius its sampling can certify`` (dotted lines).
     """
     top = max([*largest.values(), *(float(c.radius.max(initial=0.0)) for c, _ in curves.values())])
     radii = np.linspace(0.0, max(top, 1e-6) * 1.05, 400)
     fig, ax = plt.subplots(figsize=(6.0, 3.8))
     colours = plt.get_cmap("tab10")
-    for i, (sigma, (cert, labels)) in enumerate(sorted(curves.items())):
-        colour = colours(i % 10)
+    sigmas = sorted({sigma for _, sigma in curves})
+    styles = ["-", "--", "-.", ":"]
+    defenses = list(dict.fromkeys(defense for defense, _ in curves))
+    for (defense, sigma), (cert, labels) in sorted(curves.items(), key=lambda c: c[0][1]):
+        colour = colours(sigmas.index(sigma) % 10)
         accuracy = 100 * cert.certified_accuracy(labels, radii)
-        ax.plot(radii, accuracy, color=colour, lw=1.6, label=f"sigma = {sigma:g}")
+        label = f"sigma = {sigma:g}" if defense == "none" else f"{defense}, sigma = {sigma:g}"
+        style = styles[defenses.index(defense) % len(styles)]
+        ax.plot(radii, accuracy, color=colour, lw=1.6, ls=style, label=label)
+    for sigma in sigmas:
         if sigma in largest:
-            ax.axvline(largest[sigma], color=colour, lw=0.8, ls=":")
+            ax.axvline(largest[sigma], color=colours(sigmas.index(sigma) % 10), lw=0.8, ls=":")
     ax.set_xlabel("L2 radius r (pixels in [0, 1])")
     ax.set_ylabel("certified accuracy (%)")
     ax.set_ylim(0, 100)
@@ -92,6 +99,7 @@ def certify_table(plan: CertifyPlan, finished: list[Finished]) -> Table:
         rows.append(
             [
                 job.model.id,
+                job.defense.label,
                 f"{job.sigma:g}",
                 str(count),
                 _pct(hits[0] / count if count else None),
@@ -103,6 +111,7 @@ def certify_table(plan: CertifyPlan, finished: list[Finished]) -> Table:
     return Table(
         [
             "model",
+            "defence",
             "sigma",
             "images",
             "smoothed clean (r=0)",
@@ -140,7 +149,9 @@ def certify_findings(plan: CertifyPlan, store: ResultsStore) -> list[str]:
     clean = float(cert.certified_accuracy(labels, [0.0])[0])
     return [
         f"Certified robustness (randomised smoothing): the best certified accuracy at L2 radius "
-        f"{radius:g} is {_pct(accuracy)} % ({job.model.id} smoothed at sigma {job.sigma:g}; its "
+        f"{radius:g} is {_pct(accuracy)} % ({job.model.id}"
+        f"{'' if job.defense.name == 'none' else ' behind ' + job.defense.label} smoothed at "
+        f"sigma {job.sigma:g}; its "
         f"smoothed clean accuracy {_pct(clean)} %, abstaining on "
         f"{_pct(float((cert.prediction < 0).mean()))} % of {len(labels)} images)."
     ]
@@ -173,10 +184,13 @@ def certify_blocks(
         ),
         Bullets(
             [
-                f"Jobs (model x sigma): {len(found)} of {total}"
+                f"Jobs (model x defence x sigma): {len(found)} of {total}"
                 + ("" if len(found) == total else " (INCOMPLETE)")
-                + f", each on the first {plan.images} test images, models without an input "
-                "defence.",
+                + f", each on the first {plan.images} test images, defences "
+                f"{', '.join(dict.fromkeys(job.defense.label for job in plan.jobs))}. A model "
+                "behind a defence is smoothed as one classifier, classifier(defence(x + "
+                "noise)): with a denoiser in front this is Salman et al.'s (2020) denoised "
+                "smoothing.",
                 f"Sampling: n0 = {plan.n0:,} selection and n = {plan.n:,} estimation draws per "
                 f"image (Cohen et al. used 100,000), alpha = {plan.alpha:g}, noise unclipped; "
                 "every model sees the same noise at a given sigma.",
@@ -196,7 +210,11 @@ def certify_blocks(
         return blocks
     blocks.append(certify_table(plan, finished))
     for model in models:
-        curves = {job.sigma: (cert, labels) for job, cert, labels in finished if job.model == model}
+        curves = {
+            (job.defense.label, job.sigma): (cert, labels)
+            for job, cert, labels in finished
+            if job.model == model
+        }
         if not curves:
             continue
         blocks.append(
@@ -204,8 +222,8 @@ def certify_blocks(
                 f"certify-{model.id}",
                 curve_figure(model.id, curves, plan.largest),
                 f"{model.id}: certified accuracy of the smoothed classifier against the L2 "
-                "radius, one line per sigma; dotted: the largest radius each sigma's sampling "
-                "can certify.",
+                "radius, one line per sigma (and line style per defence); dotted: the largest "
+                "radius each sigma's sampling can certify.",
             )
         )
     return blocks

@@ -3,7 +3,10 @@
 A study's ``certify:`` section names the noise levels ``sigma``, the sampling budget (``n0``
 selection and ``n`` estimation draws, failure probability ``alpha``), how many leading test
 images to certify and the radii to report at. For every model (bare, no input defence) and
-sigma one *job* runs :func:`robustlab.certify.certify` on those images and commits, in one
+sigma one *job* runs :func:`robustlab.certify.certify` on those images (the model alone, or
+behind one of the study's defences named in ``certify.defenses``: smoothing ``classifier(
+defence(x + noise))`` is Salman et al.'s denoised smoothing when the defence is a denoiser) and
+commits, in one
 transaction, a cell of kind ``certify`` (accuracy of the smoothed classifier at radius 0,
 abstentions counted wrong) and its per-image records (label, prediction, radius, ``p_lower``,
 counts) in the store's ``records`` table. A job's key hashes everything its numbers depend on
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -44,20 +48,22 @@ import numpy as np
 
 from robustlab.certify import Certificate, certify
 from robustlab.data.base import Dataset
+from robustlab.defend import create_defense, defended
 from robustlab.seeding import derive_seed, make_generator
 from robustlab.study.artefacts import ArtefactProvider
 from robustlab.study.config import StudyConfig
-from robustlab.study.plan import PlannedModel, dataset_key
+from robustlab.study.plan import DefenseSetting, PlannedModel, dataset_key
 from robustlab.study.progress import SilentProgress
 from robustlab.study.store import CellRow, ResultsStore
 
 KIND = "certify"  # the cells' kind in the store and in results.csv
+NO_DEFENSE = DefenseSetting("none", "none", {})
 CSV_NAME = "certify.csv"
 CODE_VERSION = 1  # bump when a change to the sampling changes what a job produces
 SETTING = "certified"  # the cells' setting (results.csv's degradation column)
 SETTING_NAME = "randomised_smoothing"
 CSV_COLUMNS = [
-    "model", "sigma", "index", "label", "prediction", "radius", "p_lower", "counts",
+    "model", "defense", "sigma", "index", "label", "prediction", "radius", "p_lower", "counts",
 ]  # fmt: skip
 
 
@@ -68,21 +74,24 @@ class CertifyJob:
     model: PlannedModel
     sigma: float
     key: str
+    defense: DefenseSetting = NO_DEFENSE
 
     def to_json(self) -> list[Any]:
-        """``[model id, sigma, key]``, as stored with the resolved plan."""
-        return [self.model.id, self.sigma, self.key]
+        """``[model id, sigma, key, defence]``, as stored with the resolved plan."""
+        return [self.model.id, self.sigma, self.key, vars(self.defense)]
 
     @classmethod
     def from_json(cls, data: list[Any], models: list[PlannedModel]) -> CertifyJob:
         """A stored job."""
-        model, sigma, key = data
-        return cls(next(m for m in models if m.id == model), float(sigma), key)
+        model, sigma, key, *rest = data
+        defense = DefenseSetting(**rest[0]) if rest else NO_DEFENSE
+        return cls(next(m for m in models if m.id == model), float(sigma), key, defense)
 
     @property
     def id(self) -> str:
-        """``<model id>/sigma=<sigma>``, the job's name in logs."""
-        return f"{self.model.id}/sigma={self.sigma:g}"
+        """``<model id>[/<defence>]/sigma=<sigma>``, the job's name in logs."""
+        behind = "" if self.defense.name == "none" else f"/{self.defense.label}"
+        return f"{self.model.id}{behind}/sigma={self.sigma:g}"
 
 
 @dataclass
@@ -146,25 +155,29 @@ def plan_certify(
     if section is None:
         return CertifyPlan([], [], 0, 0, 0.0, 0, 0, config.seed)
     jobs = []
-    for model in models:
-        for sigma in section.sigma:
-            key = _digest(
-                {
-                    "kind": KIND,
-                    "dataset": dataset_key(config.dataset),
-                    "data": data_fingerprint,
-                    "model": model.key(),
-                    "images": section.images,
-                    "sigma": sigma,
-                    "n0": section.n0,
-                    "n": section.n,
-                    "alpha": section.alpha,
-                    "batch_size": section.batch_size,
-                    "seed": config.seed,
-                    "code": CODE_VERSION,
-                }
-            )
-            jobs.append(CertifyJob(model, float(sigma), key))
+    settings = {d.label: DefenseSetting(d.label, d.name, dict(d.params)) for d in config.defenses}
+    for model, label, sigma in itertools.product(models, section.defenses, section.sigma):
+        defense = settings.get(label, NO_DEFENSE)
+        # The bare model's key has no defence entry: keys from before defences stay valid.
+        behind = {} if defense.name == "none" else {"defense": [defense.name, defense.params]}
+        key = _digest(
+            {
+                **behind,
+                "kind": KIND,
+                "dataset": dataset_key(config.dataset),
+                "data": data_fingerprint,
+                "model": model.key(),
+                "images": section.images,
+                "sigma": sigma,
+                "n0": section.n0,
+                "n": section.n,
+                "alpha": section.alpha,
+                "batch_size": section.batch_size,
+                "seed": config.seed,
+                "code": CODE_VERSION,
+            }
+        )
+        jobs.append(CertifyJob(model, float(sigma), key, defense))
     return CertifyPlan(
         jobs=jobs,
         radii=section.report_radii(),
@@ -239,7 +252,7 @@ def _cell(job: CertifyJob, plan: CertifyPlan, cert: Certificate, labels: np.ndar
         key=job.key,
         kind=KIND,
         model=job.model.id,
-        defense="none",
+        defense=job.defense.label,
         setting=SETTING,
         setting_name=SETTING_NAME,
         params=plan.params(job.sigma),
@@ -293,6 +306,9 @@ def run_certify(
         task = progress.start("certify (noisy samples)", len(pending) * per_job)
         for job in pending:
             model = provider.provide(job.model)
+            if job.defense.name != "none":
+                front = create_defense(job.defense.name, **job.defense.params).to(device)
+                model = defended(model, front).eval()
             generator = make_generator(derive_seed(plan.seed, KIND, job.sigma), device)
             seen = [0]
 
@@ -347,7 +363,8 @@ def write_certify_csv(plan: CertifyPlan, store: ResultsStore, path: Path) -> int
         for job, cert, labels in finished_certificates(plan, store).values():
             for i in range(len(labels)):
                 writer.writerow([
-                    job.model.id, f"{job.sigma:g}", i, int(labels[i]), int(cert.prediction[i]),
+                    job.model.id, job.defense.label, f"{job.sigma:g}", i, int(labels[i]),
+                    int(cert.prediction[i]),
                     f"{cert.radius[i]:.6f}", f"{cert.p_lower[i]:.10g}", int(cert.counts[i]),
                 ])  # fmt: skip
                 written += 1
@@ -368,7 +385,7 @@ def certify_csv_rows(plan: CertifyPlan, store: ResultsStore) -> list[dict[str, A
                     "kind": KIND,
                     "model": job.model.id,
                     "epochs": "" if epochs[job.model.id] is None else epochs[job.model.id],
-                    "defense": "none",
+                    "defense": job.defense.label,
                     "protocol": "",
                     "degradation": SETTING,
                     "degradation_name": SETTING_NAME,

@@ -591,6 +591,12 @@ class CertifyConfig(_Strict):
     alpha: float = Field(0.001, description="failure probability of every certificate")
     images: int = Field(500, ge=1, description="certify the first N test images")
     batch_size: int = Field(1000, ge=1, description="noisy images per forward pass (memory)")
+    defenses: list[str] = Field(
+        default_factory=lambda: ["none"],
+        min_length=1,
+        description="labels of the study's defences to smooth in front of each model "
+        "(denoised smoothing: a filter or denoiser, then the classifier)",
+    )
     radii: list[float] | None = Field(
         None, description="report radii; default a grid up to the largest certifiable radius"
     )
@@ -741,6 +747,15 @@ class StudyConfig(_Strict):
             if dupes:
                 raise ValueError(f"{kind} labels must be unique; repeated: {sorted(dupes)}")
         _check_parents(self.models)
+        if self.certify is not None:
+            known = [d.label for d in self.defenses]
+            unknown = [d for d in self.certify.defenses if d not in known]
+            if unknown or len(set(self.certify.defenses)) != len(self.certify.defenses):
+                raise ValueError(
+                    f"certify.defenses: {unknown or self.certify.defenses} must be distinct "
+                    f"labels of the study's defences ({', '.join(known)}); add the defence "
+                    "under defenses: first"
+                )
         if self.baseline_model is not None:
             ids = [i for m in self.models for i in m.ids()]
             if self.baseline_model not in ids:

@@ -97,14 +97,16 @@ class CertifyPart(StudyPart[CertifyPlan]):
         for every L2 perturbation below the radius), another classifier than the model ranked,
         so it is shown beside the worst case and not counted in it.
         """
-        scores = LeaderboardScores(defenses=["none"])
+        scores = LeaderboardScores(
+            defenses=list(dict.fromkeys(job.defense.label for job in plan.jobs))
+        )
         finished = finished_certificates(plan, store)
         radius = representative_radius(plan.radii)
         best: dict[tuple[str, str], float] = {}
         for job, cert, labels in finished.values():
             if not len(labels):
                 continue
-            pair = (job.model.id, "none")
+            pair = (job.model.id, job.defense.label)
             value = float(cert.certified_accuracy(labels, [radius])[0])
             best[pair] = max(best.get(pair, 0.0), value)
         if best:
