@@ -162,3 +162,46 @@ def test_reproducible() -> None:
 def test_bad_parameters(params: dict[str, Any]) -> None:
     with pytest.raises(InvalidParameterError):
         AutoAttack(**params)
+
+
+class _Quantised(nn.Module):
+    """Gradient masking: the input is rounded to 4 grey levels (zero gradient everywhere)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.round(x * 4) / 4)  # type: ignore[no-any-return]
+
+
+def test_black_box_beating_white_box_is_flagged_with_the_masked_model() -> None:
+    from robustlab.attack.evaluate import evaluate_attack
+    from robustlab.data.base import Split
+
+    net, x, y = _trained_mlp()
+    split = Split((x * 255).round().to(torch.uint8), y)
+    attack = AutoAttack(eps=0.25, steps=10, targets=2, queries=300)
+    result = evaluate_attack(_Quantised(net), split, attack, seed=0)
+    assert result.notes["fooled_by"]["square"] > 0
+    checks = {flag.check for flag in result.flags}
+    assert {"black-box-wins", "zero-gradient"} <= checks
+    # The same evaluation of the unmasked model does not trip it.
+    clean = evaluate_attack(net, split, attack, seed=0)
+    assert "black-box-wins" not in {flag.check for flag in clean.flags}
+
+
+def test_the_command_prints_what_the_ensemble_did(tmp_path: Any) -> None:
+    from typer.testing import CliRunner
+
+    from robustlab.cli import app
+    from robustlab.models import ModelCard, create_model, save_model
+
+    torch.manual_seed(0)
+    card = ModelCard(architecture="lin2022_cnn", params={}, dataset="mnist-sample")
+    path = save_model(create_model("lin2022_cnn"), card, tmp_path / "cnn")
+    args = ["attack", "--model", str(path), "--data", "mnist-sample", "--limit", "8", "--attack",
+            "autoattack:eps=0.1,steps=3,targets=2,queries=10", "--out", str(tmp_path / "a.npz")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "ensemble: standard version; images fooled by apgd-ce" in result.output

@@ -281,6 +281,13 @@ def attack(
     console.print(f"defence:  {defense or 'none'} ({result.method})")
     console.print(f"clean accuracy:  {result.clean_accuracy:.4f} ({clean} of {n})")
     console.print(f"robust accuracy: {result.robust_accuracy:.4f} ({robust} of {n})")
+    if result.notes.get("attacks"):
+        fooled = result.notes.get("fooled_by", {})
+        ran = ", ".join(f"{name} {fooled.get(name, 0)}" for name in result.notes["attacks"])
+        line = f"ensemble: {result.notes.get('version', '')} version; images fooled by {ran}"
+        if result.notes.get("random_model"):
+            line += f"; random model: EOT over {result.notes.get('eot_samples')} draws"
+        console.print(line, highlight=False)
     for flag in result.flags:
         console.print(f"[bold yellow]sanity flag[/] {escape(str(flag))}", highlight=False)
     console.print(f"wrote {out}")

@@ -218,7 +218,7 @@ class AutoAttack(Attack):
             "attacks": names,
             "version": version,
             "random_model": random,
-            "eot_samples": self.eot_samples if version == "rand" else 0,
+            "eot_samples": int(getattr(target, "samples", 0)) if version == "rand" else 0,
             "fooled_by": counts,
         }
         return AttackResult(adversarial, zero, vanishing, {"found_by": found_by}, notes)

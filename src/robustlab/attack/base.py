@@ -197,6 +197,27 @@ class Attack(ABC):
 ATTACKS: Registry[Attack] = Registry("attack")
 
 
+def merge_notes(total: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any]:
+    """Notes of an attack over batches: counts (ints, dicts of ints) add up, the rest is kept.
+
+    Example:
+        >>> merge_notes({"version": "rand", "fooled_by": {"a": 2}}, {"version": "rand",
+        ...             "fooled_by": {"a": 1, "b": 3}})
+        {'version': 'rand', 'fooled_by': {'a': 3, 'b': 3}}
+    """
+    out = dict(total)
+    for key, value in batch.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = merge_notes(out[key], value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            out[key] = out[key] + value
+        elif isinstance(value, bool):
+            out[key] = bool(out[key]) or value
+    return out
+
+
 def create_attack(spec: str, **params: Any) -> Attack:
     """Build a registered attack from a spec (``"pgd:eps=0.3,steps=40"``) or a name + params.
 

@@ -25,15 +25,17 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from robustlab.attack.adaptive import GradientMode, attack_surface
-from robustlab.attack.base import Attack, create_attack
+from robustlab.attack.base import Attack, create_attack, merge_notes
 from robustlab.attack.sanity import (
     SanityFlag,
+    black_box_wins,
     count_unstable,
     large_eps_survivors,
     unstable_predictions,
@@ -58,6 +60,8 @@ class AttackEvaluation:
         predictions: the defended classifier's predictions on ``adversarial``.
         method: how the attacked model's gradients were obtained.
         flags: the sanity flags that tripped.
+        notes: what an attack ensemble reported (``autoattack``: its attacks, the version run,
+            whether it found the model random and used EOT, how many samples each fooled).
     """
 
     clean: torch.Tensor
@@ -67,6 +71,7 @@ class AttackEvaluation:
     predictions: torch.Tensor
     method: str
     flags: list[SanityFlag] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def clean_accuracy(self) -> float:
@@ -148,8 +153,10 @@ def evaluate_attack(
     zero = 0
     vanishing = 0
     unstable = 0
+    notes: dict[str, Any] = {}
     for x, y in split.batches(batch_size, torch_device):
         result = attack.run(target, x, y, generator)
+        notes = merge_notes(notes, result.notes)
         zero += int(result.zero_gradient.sum())
         vanishing += int(result.vanishing_gradient.sum())
         unstable += count_unstable(pipeline, x)
@@ -171,6 +178,7 @@ def evaluate_attack(
         clean_predictions=joined["clean_predictions"].long(),
         predictions=joined["predictions"].long(),
         method=method,
+        notes=notes,
     )
     n = len(evaluation)
     candidates = [
@@ -183,5 +191,20 @@ def evaluate_attack(
         correct = int((evaluation.predictions == evaluation.labels).sum())
         dims = int(np.prod(split.image_shape))
         candidates.append(large_eps_survivors(attack.norm, float(eps), dims, correct, n))
+    candidates.append(_black_box_flag(notes, n))
     evaluation.flags = [f for f in candidates if f is not None]
     return evaluation
+
+
+def _black_box_flag(notes: dict[str, Any], total: int) -> SanityFlag | None:
+    """An ensemble's black-box members fooling samples its white-box members left standing."""
+    from robustlab.attack.autoattack import BLACK_BOX
+
+    names = list(notes.get("attacks", []))
+    fooled = notes.get("fooled_by", {})
+    blind = [name for name in names if name in BLACK_BOX]
+    white = [name for name in names if name not in BLACK_BOX]
+    return black_box_wins(
+        "/".join(blind), sum(int(fooled.get(name, 0)) for name in blind), total,
+        white_box=f"{', '.join(white) or 'no attack'} (before it)",
+    )  # fmt: skip

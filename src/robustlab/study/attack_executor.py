@@ -50,7 +50,7 @@ from torch import nn
 
 from robustlab.attack import create_attack
 from robustlab.attack.adaptive import attack_surface
-from robustlab.attack.base import Attack, AttackResult
+from robustlab.attack.base import Attack, AttackResult, merge_notes
 from robustlab.attack.minimum_norm import EPS_SLACK
 from robustlab.data.base import Dataset
 from robustlab.defend import create_defense
@@ -278,27 +278,6 @@ class _Tally:
     psnr_count: int = 0
     details: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
-
-
-def merge_notes(total: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any]:
-    """Notes of an attack over batches: counts (ints, dicts of ints) add up, the rest is kept.
-
-    Example:
-        >>> merge_notes({"version": "rand", "fooled_by": {"a": 2}}, {"version": "rand",
-        ...             "fooled_by": {"a": 1, "b": 3}})
-        {'version': 'rand', 'fooled_by': {'a': 3, 'b': 3}}
-    """
-    out = dict(total)
-    for key, value in batch.items():
-        if key not in out:
-            out[key] = value
-        elif isinstance(value, dict) and isinstance(out[key], dict):
-            out[key] = merge_notes(out[key], value)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            out[key] = out[key] + value
-        elif isinstance(value, bool):
-            out[key] = bool(out[key]) or value
-    return out
 
 
 def _distance(adversarial: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
