@@ -119,3 +119,26 @@ def test_study_section_runs_stores_resumes_and_reports(tmp_path: Path) -> None:
     with (run / "minimal_noise.csv").open() as f:
         ga_rows = [r for r in csv.DictReader(f) if r["method"] == "ga"]
     assert {int(r["iterations"]) for r in ga_rows} == {4}  # patience 50 never stops it early
+
+
+def test_fmn_joins_the_section_as_a_method_beside_ga_and_szegedy(tmp_path: Path) -> None:
+    """Any registered minimum-norm attack is a method of the section, in the same table."""
+    study = _study(tmp_path, generations=3)
+    section = study["minimal_noise"]
+    assert isinstance(section, dict)
+    section["methods"] = ["ga", "fmn"]
+    section["params"] = {"fmn": {"steps": 30}}
+    result = run_study(parse_config(study), device="cpu", cache=ModelCache(tmp_path / "cache"))
+    with (result.run_dir / "minimal_noise.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["method"] == "fmn"]
+    attacked = [r for r in rows if r["clean_class"] == r["label"]]
+    assert len(rows) == 6 and attacked
+    # FMN flips what it reports as flipped, with an L2 perturbation of a digit's size.
+    flipped = [r for r in attacked if r["success"] == "1"]
+    assert flipped and all(r["new_class"] != r["label"] for r in flipped)
+    assert all(0 < float(r["norm_l2"]) < 10 for r in flipped)
+    assert {r["forward_passes"] for r in rows} == {"31"}
+    report = result.report_md.read_text()
+    assert "FMN (Pintor et al. 2021)" in report
+    with pytest.raises(Exception, match="not a minimum-norm attack"):
+        parse_config({**study, "minimal_noise": {**section, "methods": ["pgd"], "params": {}}})
