@@ -120,7 +120,7 @@ def test_random_model_triggers_eot_and_the_rand_version() -> None:
     result = attack.run(_NoisyNet(net), x[:40], y[:40], make_generator(0))
     assert result.notes["random_model"] and result.notes["version"] == "rand"
     assert result.notes["eot_samples"] == 4
-    assert [e["name"] for e in log] == ["apgd-ce", "apgd-dlr"][: len(log)]
+    assert log and [e["name"] for e in log] == ["apgd-ce", "apgd-dlr"][: len(log)]
     assert all(isinstance(e["model"], EOT) and e["model"].samples == 4 for e in log)
 
 
@@ -131,8 +131,8 @@ def test_an_eot_model_is_used_as_given() -> None:
     log: list[dict[str, Any]] = []
     _recording(attack, log)
     result = attack.run(eot, x[:20], y[:20], make_generator(0))
-    assert result.notes["version"] == "rand"
-    assert all(e["model"] is eot for e in log)
+    assert result.notes["version"] == "rand" and result.notes["eot_samples"] == 3
+    assert log and all(e["model"] is eot for e in log)
 
 
 def test_deterministic_model_forced_rand_and_custom_sequence() -> None:

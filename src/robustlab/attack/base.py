@@ -198,21 +198,25 @@ ATTACKS: Registry[Attack] = Registry("attack")
 
 
 def merge_notes(total: dict[str, Any], batch: dict[str, Any]) -> dict[str, Any]:
-    """Notes of an attack over batches: counts (ints, dicts of ints) add up, the rest is kept.
+    """An attack's notes over batches: counts (dicts of ints) add up, other values are kept.
+
+    A top-level value keeps the first batch's (``version``, ``eot_samples``); a boolean is
+    true if it was in any batch (``random_model``).
 
     Example:
-        >>> merge_notes({"version": "rand", "fooled_by": {"a": 2}}, {"version": "rand",
-        ...             "fooled_by": {"a": 1, "b": 3}})
-        {'version': 'rand', 'fooled_by': {'a': 3, 'b': 3}}
+        >>> merge_notes({"version": "rand", "eot_samples": 20, "fooled_by": {"a": 2}},
+        ...             {"version": "rand", "eot_samples": 20, "fooled_by": {"a": 1, "b": 3}})
+        {'version': 'rand', 'eot_samples': 20, 'fooled_by': {'a': 3, 'b': 3}}
     """
     out = dict(total)
     for key, value in batch.items():
         if key not in out:
-            out[key] = value
+            out[key] = dict(value) if isinstance(value, dict) else value
         elif isinstance(value, dict) and isinstance(out[key], dict):
-            out[key] = merge_notes(out[key], value)
-        elif isinstance(value, int) and not isinstance(value, bool):
-            out[key] = out[key] + value
+            counts = dict(out[key])
+            for name, count in value.items():
+                counts[name] = counts.get(name, 0) + count
+            out[key] = counts
         elif isinstance(value, bool):
             out[key] = bool(out[key]) or value
     return out

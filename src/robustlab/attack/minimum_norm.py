@@ -34,6 +34,9 @@ from robustlab.attack.base import Attack, AttackResult, check_eps
 #: Relative slack on ``eps`` when a found perturbation is compared with the budget: its norm is
 #: recomputed in float32 and may exceed a projection's target by rounding.
 EPS_SLACK = 1e-5
+#: Largest absolute slack of a bounded minimum-norm attack: a returned perturbation is at most
+#: ``eps + min(BOUND_SLACK, eps * EPS_SLACK + 1e-7)`` (float32 rounding of a projection).
+BOUND_SLACK = 1e-6
 
 
 def perturbation_norm(delta: torch.Tensor, norm: str) -> torch.Tensor:
@@ -69,7 +72,7 @@ class MinimumNormAttack(Attack):
         result = self.search(model, x, y, generator)
         if self.eps is not None:
             size = perturbation_norm(result.adversarial - x, self.norm)
-            outside = size > self.eps * (1 + EPS_SLACK) + 1e-7
+            outside = size > self.eps + min(BOUND_SLACK, self.eps * EPS_SLACK + 1e-7)
             result.adversarial = torch.where(
                 outside.view(-1, *([1] * (x.ndim - 1))), x, result.adversarial
             )

@@ -192,22 +192,29 @@ def black_box_wins(
     total: int,
     *,
     white_box: str = "every white-box attack",
+    tolerance: float = 0.002,
 ) -> SanityFlag | None:
     """Flag samples that a black-box attack fooled after the white-box ones failed on them.
+
+    The flag trips when they are more than ``tolerance`` of the samples (0.2%, the margin of
+    AutoAttack's own ``check_square_sr``): one image in a thousand is noise, not masking.
 
     Args:
         black_box: the black-box attack's name (``square``).
         fooled_only_by_black_box: samples it fooled that no white-box attack fooled.
         total: samples attacked.
         white_box: what the white-box side was, for the message.
+        tolerance: the largest share of ``total`` that does not trip the flag.
 
     Example:
         >>> black_box_wins("square", 0, 100) is None
         True
+        >>> black_box_wins("square", 1, 1000) is None
+        True
         >>> black_box_wins("square", 7, 100).check
         'black-box-wins'
     """
-    if fooled_only_by_black_box <= 0:
+    if fooled_only_by_black_box <= 0 or fooled_only_by_black_box <= tolerance * total:
         return None
     return SanityFlag(
         "black-box-wins",

@@ -47,7 +47,9 @@ position for the whole batch per iteration) and can reach the last row and colum
 reference's ``random_int(0, h - s)`` never does); the budget counts the clean query and the
 start, so no image takes more than ``queries`` forward passes per restart (the reference takes
 up to ``n_queries + 3``); an image the search does not fool gets its best point, not the clean
-image; the L2 start's grid is centred on both axes for any image size.
+image; the L2 start's grid is centred on both axes for any image size; an L-inf window whose
+new signs would leave the image unchanged gets new signs up to 8 times (the reference loops
+until it changes).
 
 Example:
     >>> import torch
@@ -103,6 +105,11 @@ def _check_fraction(p_init: float) -> float:
     if isinstance(p_init, bool) or not isinstance(p_init, int | float) or not 0 < p_init <= 1:
         raise InvalidParameterError(f"p_init must be a number in (0, 1], got {p_init!r}")
     return float(p_init)
+
+
+#: Most sign redraws for an L-inf window that leaves the image unchanged (the reference loops
+#: until it changes; with one channel a second draw changes it with probability 1/2).
+_REDRAWS = 8
 
 
 def square_fraction(iteration: int, queries: int, p_init: float) -> float:
@@ -355,6 +362,18 @@ class Square(Attack):
                 _, _, mask = _windows(len(index), side, height, width, x.device, generator)
                 signs = _signs((len(index), x.shape[1], 1, 1), x, generator)
                 candidate = torch.where(mask, torch.where(signs > 0, high_a, low_a), best_a)
+                # As the reference: new signs while a window would not change the image (a
+                # query spent on the current best point teaches nothing; measured 23% of them
+                # on grey 28x28 digits). Batched, a bounded number of redraws.
+                for _ in range(_REDRAWS):
+                    same = (candidate == best_a).flatten(1).all(dim=1)
+                    if not bool(same.any()):
+                        break
+                    rows = same.nonzero().flatten()
+                    fresh = _signs((len(rows), x.shape[1], 1, 1), x, generator)
+                    candidate[rows] = torch.where(
+                        mask[rows], torch.where(fresh > 0, high_a[rows], low_a[rows]), best_a[rows]
+                    )
             else:
                 if side not in patterns:
                     patterns[side] = pseudo_gaussian(side).to(x.dtype).to(x.device)

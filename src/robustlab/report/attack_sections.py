@@ -61,6 +61,9 @@ from robustlab.study.store import CellRow, ResultsStore
 
 # An oblivious gain below this (absolute accuracy) is too small to call a credit.
 MIN_CREDIT = 0.05
+#: A black-box attack beats the white-box ones when its robust accuracy is lower by more than
+#: this (absolute accuracy; AutoAttack's ``check_square_sr`` margin).
+BLACK_BOX_TOLERANCE = 0.002
 #: An attack overstates robustness when it leaves more than this (absolute accuracy) standing
 #: above the strongest attack at the same budget: 1 point, the issue's agreement tolerance.
 OVERSTATED = 0.01
@@ -378,7 +381,7 @@ def _black_box_across(plan: AttackPlan, rows: dict[str, CellRow]) -> list[tuple[
         best_white = min(white, key=lambda c: rows[c.key].accuracy)
         for cell in black:
             gap = rows[best_white.key].accuracy - rows[cell.key].accuracy
-            if gap > OVERSTATED / 2:
+            if gap > BLACK_BOX_TOLERANCE:
                 flags.append(
                     (
                         f"{model}, {defense}, {norm} eps={eps:g}",
