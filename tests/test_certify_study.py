@@ -294,7 +294,7 @@ def test_a_model_trained_on_gaussian_noise_certifies_larger_radii(tmp_path: Path
                 **common,
                 "strategy": {"name": "constant", "params": {"perturbation": noise}},
             },
-        ],  # fmt: skip
+        ],
         "certify": {"sigma": [1.0], "n0": 50, "n": 500, "images": 60, "radii": [0.0, 0.5, 1.0]},
         "output": str(tmp_path / "run"),
     }
