@@ -58,15 +58,17 @@ CONFIGS = {
 }
 
 
-def load_model(name: str, images: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor, float]:
+def load_model(
+    name: str, images: int, offset: int = 0
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor, float]:
     path, model_id, eps = CONFIGS[name]
     config = load_config(Path(__file__).resolve().parents[1] / path)
     planned = next(m for m in plan_models(config) if m.id == model_id)
     assert planned.recipe is not None and not planned.parents
     dataset = load_dataset(config.dataset.name, data_dir=os.environ.get("ROBUSTLAB_DATA"))
     served = ModelCache(model_cache_dir()).get_or_train(planned.recipe, dataset)
-    x, y = next(dataset.test.batches(images))
-    return served.model.eval(), x, y, eps
+    x, y = next(dataset.test.batches(offset + images))
+    return served.model.eval(), x[offset:], y[offset:], eps
 
 
 def ours(attack: PGD | APGD | AutoAttack) -> Run:
@@ -148,6 +150,7 @@ def measure_interleaved(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--offset", type=int, default=0, help="skip the first N test images")
     parser.add_argument("--models", default="quickstart,madry")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of APGD and PGD")
     parser.add_argument("--autoattack-repeats", type=int, default=1)
@@ -162,7 +165,7 @@ def main() -> None:
     )
     results: dict[str, dict[str, dict[str, float]]] = {}
     for name in args.models.split(","):
-        model, x, y, eps = load_model(name, args.images)
+        model, x, y, eps = load_model(name, args.images, args.offset)
         with torch.no_grad():
             clean = float((model(x).argmax(dim=1) == y).float().mean())
         classes = int(model(x[:1]).shape[1])
@@ -174,7 +177,10 @@ def main() -> None:
         ]
         for attack, implementations in peers(eps, classes).items():
             table += [(attack, peer, run) for peer, run in implementations.items()]
-        print(f"\n{name}: L-inf eps {eps}, {len(x)} test images, clean accuracy {clean:.3f}")
+        print(
+            f"\n{name}: L-inf eps {eps}, test images {args.offset}-{args.offset + len(x) - 1}, "
+            f"clean accuracy {clean:.3f}"
+        )
         print(f"{'attack':<12}{'implementation':<16}{'robust acc':>11}{'seconds':>10}{'ratio':>8}")
         for attack in ("pgd-40x10", "apgd-ce", "autoattack"):
             runs = [(impl, run) for name, impl, run in table if name == attack]

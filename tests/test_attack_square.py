@@ -298,7 +298,7 @@ def test_spec_registry_and_params() -> None:
     assert isinstance(attack, Square)
     assert attack.params() == {
         "eps": 0.1, "norm": "l2", "queries": 100, "p_init": 0.8, "loss": "margin",
-        "restarts": 1, "channels_last": False,
+        "restarts": 1, "channels_last": False, "shared": False,
     }  # fmt: skip
     assert attack.random
     entry = ATTACKS.entry("square")
@@ -361,3 +361,33 @@ def test_tiny_budgets() -> None:
     assert torch.equal(one.adversarial, x) and (one.details[QUERIES] == 1).all()
     two = Square(eps=0.1, queries=2, norm="l2").run(net, x, y, make_generator(0))
     assert (two.details[QUERIES] == 2).all()  # the clean query and the start
+
+
+def test_shared_windows_reproduce_the_reference_batched_search(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """shared=True: one window and sign per iteration for the whole batch (the reference)."""
+    import robustlab.attack.square as square_module
+
+    drawn: list[int] = []
+    original = square_module._windows
+
+    def recording(n: int, *args: object, **kwargs: object) -> object:
+        drawn.append(n)
+        return original(n, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(square_module, "_windows", recording)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    x = torch.rand(5, 1, 8, 8)
+    y = net(x).argmax(dim=1)
+    for norm, eps in (("linf", 0.05), ("l2", 0.2)):
+        for shared in (True, False):
+            drawn.clear()
+            attack = square_module.Square(eps=eps, norm=norm, queries=20, shared=shared)
+            adversarial = attack(net, x, y, make_generator(1))
+            size = (adversarial - x).flatten(1)
+            bound = size.abs().amax(dim=1) if norm == "linf" else size.norm(dim=1)
+            assert bool((bound <= eps + 1e-6).all())
+            assert drawn, norm
+            assert set(drawn) == {1} if shared else max(drawn) == 5

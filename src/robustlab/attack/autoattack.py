@@ -113,6 +113,8 @@ class AutoAttack(Attack):
         queries: Square's query budget per image (5,000, as the reference).
         eot_samples: draws per gradient in the ``rand`` version (20, as the reference).
         channels_last: run convolutions in channels-last order (faster on CPU).
+        square_shared: Square draws one window per iteration for the whole batch, as the
+            reference's batched port (weaker; to reproduce the reference's numbers).
     """
 
     def __init__(
@@ -126,6 +128,7 @@ class AutoAttack(Attack):
         queries: int = 5000,
         eot_samples: int = 20,
         channels_last: bool = True,
+        square_shared: bool = False,
     ) -> None:
         self.eps = check_eps(eps)
         self.norm = check_norm(norm)
@@ -152,6 +155,7 @@ class AutoAttack(Attack):
         self.queries = _check_count("queries", queries, 1)
         self.eot_samples = _check_count("eot_samples", eot_samples, 1)
         self.channels_last = bool(channels_last)
+        self.square_shared = bool(square_shared)
 
     @property
     def random(self) -> bool:
@@ -178,7 +182,7 @@ class AutoAttack(Attack):
             )  # fmt: skip
         if name == "fmn":
             return FMN(norm=norm, steps=self.steps, eps=eps, channels_last=layout)
-        return Square(eps=eps, norm=norm, queries=self.queries)
+        return Square(eps=eps, norm=norm, queries=self.queries, shared=self.square_shared)
 
     def perturb(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None

@@ -238,6 +238,10 @@ class Square(Attack):
     Args:
         eps: perturbation budget in the ``[0, 1]`` pixel scale, ``>= 0``.
         norm: ``linf`` (windows of ``+-eps``) or ``l2`` (pseudo-Gaussian windows, norm ``eps``).
+        shared: draw one window (and one sign per channel) per iteration for the whole batch,
+            as the AutoAttack reference's batched port does, instead of one per image as the
+            paper's algorithm; weaker (the images' searches are correlated), there to reproduce
+            the reference's numbers (``benchmarks/bench_autoattack.py``).
         queries: forward passes per image and restart, ``>= 1``, the clean query and the
             start included.
         p_init: fraction of the image the first windows cover, in ``(0, 1]``; it shrinks on
@@ -259,9 +263,11 @@ class Square(Attack):
         loss: str = "margin",
         restarts: int = 1,
         channels_last: bool = False,
+        shared: bool = False,
     ) -> None:
         self.eps = check_eps(eps)
         self.norm = check_norm(norm)
+        self.shared = bool(shared)
         self.queries = _check_count("queries", queries)
         self.p_init = _check_fraction(p_init)
         if not isinstance(loss, str) or loss.lower() not in LOSSES:
@@ -359,13 +365,16 @@ class Square(Attack):
             p = square_fraction(iteration, self.queries, self.p_init)
             side = square_side(p, height, width, self.norm)
             if linf:
-                _, _, mask = _windows(len(index), side, height, width, x.device, generator)
-                signs = _signs((len(index), x.shape[1], 1, 1), x, generator)
+                draws = 1 if self.shared else len(index)
+                _, _, mask = _windows(draws, side, height, width, x.device, generator)
+                signs = _signs((draws, x.shape[1], 1, 1), x, generator)
                 candidate = torch.where(mask, torch.where(signs > 0, high_a, low_a), best_a)
+                if self.shared:  # the reference's batched port: no redraws either
+                    mask = mask.expand(len(index), -1, -1, -1)
                 # As the reference: new signs while a window would not change the image (a
                 # query spent on the current best point teaches nothing; measured 23% of them
                 # on grey 28x28 digits). Batched, a bounded number of redraws.
-                for _ in range(_REDRAWS):
+                for _ in range(0 if self.shared else _REDRAWS):
                     same = (candidate == best_a).flatten(1).all(dim=1)
                     if not bool(same.any()):
                         break
@@ -421,10 +430,15 @@ class Square(Attack):
         """Move the perturbation's mass of a random window into another one, norm eps."""
         n, c, height, width = x.shape
         delta = best - x
-        rows, cols, mask = _windows(n, side, height, width, x.device, generator)
-        rows2, cols2, mask2 = _windows(n, side, height, width, x.device, generator)
-        flip = torch.rand((n, 1, 1, 1), generator=generator, device=x.device) > 0.5
-        fresh = torch.where(flip, eta.T, eta) * _signs((n, c, 1, 1), x, generator)
+        draws = 1 if self.shared else n
+        rows, cols, mask = _windows(draws, side, height, width, x.device, generator)
+        rows2, cols2, mask2 = _windows(draws, side, height, width, x.device, generator)
+        flip = torch.rand((draws, 1, 1, 1), generator=generator, device=x.device) > 0.5
+        fresh = torch.where(flip, eta.T, eta) * _signs((draws, c, 1, 1), x, generator)
+        if self.shared:
+            rows, cols, rows2, cols2 = (t.expand(n, -1) for t in (rows, cols, rows2, cols2))
+            mask, mask2 = mask.expand(n, -1, -1, -1), mask2.expand(n, -1, -1, -1)
+            fresh = fresh.expand(n, -1, -1, -1)
         # delta as (n, H, W, C): indexing it with per-image rows and columns gives (n, s, s, C).
         pixels = delta.permute(0, 2, 3, 1)
         image = torch.arange(n, device=x.device)[:, None, None]
