@@ -13,8 +13,10 @@ For each model it attacks the same first ``--images`` test images with
 - ``apgd-ce``: APGD on the cross-entropy, 100 steps, one restart: robustlab's ``apgd``,
   ``torchattacks.APGD`` and the reference ``autoattack.autopgd_base.APGDAttack``;
 - ``autoattack``: the standard version: robustlab's (APGD-CE, APGD-T, FMN, Square),
-  ``torchattacks.AutoAttack`` and the reference ``autoattack.AutoAttack`` (APGD-CE, APGD-T,
-  FAB-T, Square with 5,000 queries);
+  ``robustlab-shared`` (the same with ``square_shared``: Square draws one window per iteration
+  for the whole batch, as the reference's batched port does, instead of one per image as the
+  paper), ``torchattacks.AutoAttack`` and the reference ``autoattack.AutoAttack`` (APGD-CE,
+  APGD-T, FAB-T, Square with 5,000 queries);
 
 and prints robust accuracy, seconds and the time ratio peer / robustlab. Every implementation is
 warmed up on a few images first (the first call of a process pays for oneDNN's kernel
@@ -174,6 +176,11 @@ def main() -> None:
             ("pgd-40x10", "robustlab", ours(PGD(eps=eps, steps=40, restarts=10))),
             ("apgd-ce", "robustlab", ours(APGD(eps=eps, steps=100))),
             ("autoattack", "robustlab", ours(AutoAttack(eps=eps, version="standard"))),
+            (
+                "autoattack",
+                "robustlab-shared",
+                ours(AutoAttack(eps=eps, version="standard", square_shared=True)),
+            ),
         ]
         for attack, implementations in peers(eps, classes).items():
             table += [(attack, peer, run) for peer, run in implementations.items()]
@@ -200,11 +207,15 @@ def main() -> None:
         print(
             f"autoattack at least as strong as pgd-40x10: {auto <= pgd} ({auto:.3f} <= {pgd:.3f})"
         )
-        for peer in ("torchattacks", "reference"):
-            other = rows.get(f"autoattack/{peer}")
-            if other is not None:
-                gap = 100 * (auto - other["accuracy"])
-                print(f"autoattack vs {peer}: {gap:+.1f} points (within 1 point: {abs(gap) <= 1})")
+        for mine in ("robustlab", "robustlab-shared"):
+            for peer in ("torchattacks", "reference"):
+                other = rows.get(f"autoattack/{peer}")
+                if other is not None:
+                    gap = 100 * (rows[f"autoattack/{mine}"]["accuracy"] - other["accuracy"])
+                    print(
+                        f"autoattack {mine} vs {peer}: {gap:+.1f} points "
+                        f"(within 1 point: {abs(gap) <= 1})"
+                    )
         results[name] = rows
     print(
         "(ratio: seconds / robustlab's seconds for the same attack; > 1 means robustlab is faster)"

@@ -298,7 +298,7 @@ def test_spec_registry_and_params() -> None:
     assert isinstance(attack, Square)
     assert attack.params() == {
         "eps": 0.1, "norm": "l2", "queries": 100, "p_init": 0.8, "loss": "margin",
-        "restarts": 1, "channels_last": False, "shared": False,
+        "restarts": 1, "channels_last": False, "shared": False, "rescale": True,
     }  # fmt: skip
     assert attack.random
     entry = ATTACKS.entry("square")
@@ -391,3 +391,16 @@ def test_shared_windows_reproduce_the_reference_batched_search(
             assert bool((bound <= eps + 1e-6).all())
             assert drawn, norm
             assert set(drawn) == {1} if shared else max(drawn) == 5
+
+
+def test_unrescaled_schedule_is_autoattacks_standard_setting() -> None:
+    """rescale=False: AutoAttack's resc_schedule=False, thresholds at raw iteration counts."""
+    from robustlab.attack.square import square_fraction as fraction
+
+    # The reference's p_selection(it) without rescaling, written out for a 5,000 budget.
+    expected = {0: 0.8, 10: 0.8, 11: 0.4, 50: 0.4, 51: 0.2, 201: 0.1, 501: 0.05, 1001: 0.025,
+                2001: 0.0125, 4000: 0.0125, 4001: 0.00625, 4999: 0.00625}  # fmt: skip
+    for iteration, p in expected.items():
+        assert fraction(iteration, 5000, 0.8, rescale=False) == pytest.approx(p)
+    # Rescaled, the same iteration is further along a 10,000-query schedule.
+    assert fraction(2001, 5000, 0.8) == pytest.approx(0.8 / 128)

@@ -112,7 +112,7 @@ def _check_fraction(p_init: float) -> float:
 _REDRAWS = 8
 
 
-def square_fraction(iteration: int, queries: int, p_init: float) -> float:
+def square_fraction(iteration: int, queries: int, p_init: float, rescale: bool = True) -> float:
     """The fraction ``p`` of the image a window covers at ``iteration``: the reference schedule.
 
     AutoAttack's ``p_selection`` with ``resc_schedule=True``: the iteration is rescaled to a
@@ -123,6 +123,9 @@ def square_fraction(iteration: int, queries: int, p_init: float) -> float:
         iteration: the iteration, from 0 (the first one after the start).
         queries: the query budget the schedule is stretched over, ``>= 1``.
         p_init: the fraction at the start, in ``(0, 1]``.
+        rescale: stretch the schedule over ``queries`` (the Square paper's code); False keeps
+            the thresholds at their values for 10,000 queries, as AutoAttack's standard
+            version runs Square (``resc_schedule=False``, 5,000 queries).
 
     Returns:
         ``p_init / 2**k`` where ``k`` counts the thresholds below the rescaled iteration.
@@ -135,10 +138,13 @@ def square_fraction(iteration: int, queries: int, p_init: float) -> float:
         [0.8, 0.8, 0.4, 0.2, 0.0015625]
         >>> square_fraction(100, 1000, 0.8)  # 1000 of 10,000: p_init / 16
         0.05
+        >>> square_fraction(2500, 5000, 0.8, rescale=False)  # 2500 of 10,000: p_init / 64
+        0.0125
     """
     if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
         raise InvalidParameterError(f"iteration must be an integer >= 0, got {iteration!r}")
-    rescaled = iteration * 10000 // _check_count("queries", queries)
+    budget = _check_count("queries", queries)
+    rescaled = iteration * 10000 // budget if rescale else iteration
     halvings = sum(rescaled > threshold for threshold in SCHEDULE)
     return _check_fraction(p_init) / (1 << halvings)
 
@@ -242,6 +248,9 @@ class Square(Attack):
             as the AutoAttack reference's batched port does, instead of one per image as the
             paper's algorithm; weaker (the images' searches are correlated), there to reproduce
             the reference's numbers (``benchmarks/bench_autoattack.py``).
+        rescale: stretch the window-size schedule over ``queries`` (the Square paper's code,
+            default); False: AutoAttack's standard setting (``resc_schedule=False``), whose
+            windows shrink at the iteration counts of a 10,000-query budget.
         queries: forward passes per image and restart, ``>= 1``, the clean query and the
             start included.
         p_init: fraction of the image the first windows cover, in ``(0, 1]``; it shrinks on
@@ -264,10 +273,12 @@ class Square(Attack):
         restarts: int = 1,
         channels_last: bool = False,
         shared: bool = False,
+        rescale: bool = True,
     ) -> None:
         self.eps = check_eps(eps)
         self.norm = check_norm(norm)
         self.shared = bool(shared)
+        self.rescale = bool(rescale)
         self.queries = _check_count("queries", queries)
         self.p_init = _check_fraction(p_init)
         if not isinstance(loss, str) or loss.lower() not in LOSSES:
@@ -362,7 +373,7 @@ class Square(Attack):
         for iteration in range(budget - 1):
             if len(index) == 0:
                 break
-            p = square_fraction(iteration, self.queries, self.p_init)
+            p = square_fraction(iteration, self.queries, self.p_init, self.rescale)
             side = square_side(p, height, width, self.norm)
             if linf:
                 draws = 1 if self.shared else len(index)
