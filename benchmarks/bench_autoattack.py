@@ -13,10 +13,10 @@ For each model it attacks the same first ``--images`` test images with
 - ``apgd-ce``: APGD on the cross-entropy, 100 steps, one restart: robustlab's ``apgd``,
   ``torchattacks.APGD`` and the reference ``autoattack.autopgd_base.APGDAttack``;
 - ``autoattack``: the standard version: robustlab's (APGD-CE, APGD-T, FMN, Square),
-  ``robustlab-shared`` (the same with ``square_shared``: Square draws one window per iteration
-  for the whole batch, as the reference's batched port does, instead of one per image as the
-  paper), ``torchattacks.AutoAttack`` and the reference ``autoattack.AutoAttack`` (APGD-CE,
-  APGD-T, FAB-T, Square with 5,000 queries);
+  ``robustlab-refsq`` (the same with ``reference_square``: Square searches as the reference's
+  batched port does, one window per iteration for the whole batch and no redraws, instead of
+  per image as the Square paper), ``torchattacks.AutoAttack`` and the reference
+  ``autoattack.AutoAttack`` (APGD-CE, APGD-T, FAB-T, Square with 5,000 queries);
 
 and prints robust accuracy, seconds and the time ratio peer / robustlab. Every implementation is
 warmed up on a few images first (the first call of a process pays for oneDNN's kernel
@@ -178,8 +178,8 @@ def main() -> None:
             ("autoattack", "robustlab", ours(AutoAttack(eps=eps, version="standard"))),
             (
                 "autoattack",
-                "robustlab-shared",
-                ours(AutoAttack(eps=eps, version="standard", square_shared=True)),
+                "robustlab-refsq",
+                ours(AutoAttack(eps=eps, version="standard", reference_square=True)),
             ),
         ]
         for attack, implementations in peers(eps, classes).items():
@@ -207,7 +207,7 @@ def main() -> None:
         print(
             f"autoattack at least as strong as pgd-40x10: {auto <= pgd} ({auto:.3f} <= {pgd:.3f})"
         )
-        for mine in ("robustlab", "robustlab-shared"):
+        for mine in ("robustlab", "robustlab-refsq"):
             for peer in ("torchattacks", "reference"):
                 other = rows.get(f"autoattack/{peer}")
                 if other is not None:
