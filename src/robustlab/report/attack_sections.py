@@ -428,6 +428,13 @@ def overstated(
     return out
 
 
+def _where(cases: int, total: int) -> str:
+    """``at the only budget compared`` / ``in 2 of the 6 defence-and-budget comparisons``."""
+    if total == 1:
+        return "at the only budget compared"
+    return f"in {cases} of the {total} defence-and-budget comparisons"
+
+
 def _overstated_blocks(plan: AttackPlan, rows: dict[str, CellRow]) -> list[Block]:
     """In words: where an attack (PGD, typically) overstated a model's or defence's robustness."""
     budgets = {
@@ -452,11 +459,11 @@ def _overstated_blocks(plan: AttackPlan, rows: dict[str, CellRow]) -> list[Block
             (defense, norm, eps, weak_acc, strong_acc, strong.setting.label)
         )
     for (attack, model), cases in by_attack.items():
+        total = sum(1 for b in compared if b[0] == model)
         worst = max(cases, key=lambda c: c[3] - c[4])
         defenses = ", ".join(dict.fromkeys(c[0] for c in cases))
         lines.append(
-            f"**{attack} overstated robustness** ({model}) in {len(cases)} of the "
-            f"{sum(1 for b in compared if b[0] == model)} defence-and-budget comparisons, "
+            f"**{attack} overstated robustness** ({model}) {_where(len(cases), total)}, "
             f"for {defenses}: by up to {100 * (worst[3] - worst[4]):.1f} points "
             f"({worst[0]}, {worst[1]} eps={worst[2]:g}: {_pct(worst[3])}% under {attack}, "
             f"{_pct(worst[4])}% under {worst[5]}). Quote the stronger attack's number."
