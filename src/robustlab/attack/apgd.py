@@ -89,6 +89,7 @@ from robustlab.attack.base import (
     AttackResult,
     LossFunction,
     check_eps,
+    check_int,
     check_norm,
     check_output,
     cross_entropy_loss,
@@ -101,12 +102,6 @@ LOSSES: tuple[str, ...] = ("ce", "dlr")
 
 # Keeps a zero perturbation or logit gap from dividing by zero (the reference's constant).
 _TINY = 1e-12
-
-
-def _check_int(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -134,7 +129,7 @@ def apgd_checkpoints(steps: int) -> list[int]:
         >>> apgd_checkpoints(10)
         [0, 3, 5, 6, 7, 8, 9, 10]
     """
-    steps = _check_int("steps", steps, 1)
+    steps = check_int("steps", steps, 1)
     points = [0]
     previous, current = 0, 22  # p_{j-1}, p_j in hundredths
     while current <= 100:
@@ -406,18 +401,18 @@ class APGD(Attack):
     ) -> None:
         self.eps = check_eps(eps)
         self.norm = check_norm(norm)
-        self.steps = _check_int("steps", steps, 1)
+        self.steps = check_int("steps", steps, 1)
         name = str(loss).lower()
         if name not in LOSSES:
             raise InvalidParameterError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         self.loss = name
-        self.targets = _check_int("targets", targets, 0)
+        self.targets = check_int("targets", targets, 0)
         if self.targets and self.loss != "dlr":
             raise InvalidParameterError(
                 f"targets={self.targets} runs APGD-T, which attacks the targeted DLR loss: "
                 "set loss=dlr (or targets=0 for an untargeted attack on the cross-entropy)"
             )
-        self.restarts = _check_int("restarts", restarts, 1)
+        self.restarts = check_int("restarts", restarts, 1)
         self.rho = _check_fraction("rho", rho)
         self.momentum = _check_fraction("momentum", momentum)
         self.channels_last = bool(channels_last)

@@ -66,7 +66,14 @@ import torch
 from torch import nn
 
 from robustlab.attack.adaptive import EOT
-from robustlab.attack.base import ATTACKS, Attack, AttackResult, check_eps, check_norm
+from robustlab.attack.base import (
+    ATTACKS,
+    Attack,
+    AttackResult,
+    check_eps,
+    check_int,
+    check_norm,
+)
 from robustlab.errors import InvalidParameterError
 
 #: The attacks of each version, in the order they run.
@@ -80,12 +87,6 @@ BLACK_BOX = frozenset({"square"})
 CLEAN_ERROR = -2
 #: ``found_by`` of a sample every attack failed on.
 ROBUST = -1
-
-
-def _check_count(name: str, value: int, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise InvalidParameterError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
 
 
 @torch.no_grad()
@@ -161,10 +162,10 @@ class AutoAttack(Attack):
                 )
             attacks = list(attacks)
         self.attacks = attacks
-        self.steps = _check_count("steps", steps, 1)
-        self.targets = _check_count("targets", targets, 1)
-        self.queries = _check_count("queries", queries, 1)
-        self.eot_samples = _check_count("eot_samples", eot_samples, 1)
+        self.steps = check_int("steps", steps, 1)
+        self.targets = check_int("targets", targets, 1)
+        self.queries = check_int("queries", queries, 1)
+        self.eot_samples = check_int("eot_samples", eot_samples, 1)
         self.channels_last = bool(channels_last)
         self.reference_square = bool(reference_square)
 

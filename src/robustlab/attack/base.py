@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -248,6 +249,25 @@ def check_eps(eps: float) -> float:
     if not 0.0 <= value < float("inf"):  # also rejects NaN
         raise InvalidParameterError(f"eps must be a finite number >= 0, got {eps!r}")
     return value
+
+
+def check_int(name: str, value: int, minimum: int = 1) -> int:
+    """Validate an integer parameter ``>= minimum`` (steps, restarts, queries, targets).
+
+    Example:
+        >>> check_int("steps", 40)
+        40
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidParameterError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_positive(name: str, value: float) -> float:
+    """Validate a finite number ``> 0`` (step sizes)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise InvalidParameterError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
 
 
 def check_labels(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

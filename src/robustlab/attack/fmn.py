@@ -69,12 +69,13 @@ from torch import nn
 from robustlab.attack.base import (
     ATTACKS,
     AttackResult,
+    check_int,
     check_norm,
     check_output,
+    check_positive,
     loss_gradient,
     vanishing_gradient,
 )
-from robustlab.attack.gradient import _check_steps
 from robustlab.attack.minimum_norm import (
     MinimumNormAttack,
     check_optional_eps,
@@ -109,12 +110,6 @@ def negative_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def _check_gamma(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
         raise InvalidParameterError(f"{name} must be a number in [0, 1), got {value!r}")
-    return float(value)
-
-
-def _check_alpha(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-        raise InvalidParameterError(f"{name} must be a finite number > 0, got {value!r}")
     return float(value)
 
 
@@ -169,10 +164,10 @@ def fmn_search(
         (21, True)
     """
     norm = check_norm(norm)
-    steps = _check_steps(steps)
-    alpha_init = _check_alpha("alpha_init", alpha_init)
+    steps = check_int("steps", steps)
+    alpha_init = check_positive("alpha_init", alpha_init)
     alpha_last = (
-        alpha_init / 100 if alpha_final is None else _check_alpha("alpha_final", alpha_final)
+        alpha_init / 100 if alpha_final is None else check_positive("alpha_final", alpha_final)
     )
     gamma_init = _check_gamma("gamma_init", gamma_init)
     gamma_final = _check_gamma("gamma_final", gamma_final)
@@ -281,9 +276,11 @@ class FMN(MinimumNormAttack):
         channels_last: bool = True,
     ) -> None:
         self.norm = check_norm(norm)
-        self.steps = _check_steps(steps)
-        self.alpha_init = _check_alpha("alpha_init", alpha_init)
-        self.alpha_final = None if alpha_final is None else _check_alpha("alpha_final", alpha_final)
+        self.steps = check_int("steps", steps)
+        self.alpha_init = check_positive("alpha_init", alpha_init)
+        self.alpha_final = (
+            None if alpha_final is None else check_positive("alpha_final", alpha_final)
+        )
         self.gamma_init = _check_gamma("gamma_init", gamma_init)
         self.gamma_final = _check_gamma("gamma_final", gamma_final)
         self.eps = check_optional_eps(eps)

@@ -43,8 +43,6 @@ Example:
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
@@ -53,7 +51,9 @@ from robustlab.attack.base import (
     Attack,
     AttackResult,
     check_eps,
+    check_int,
     check_norm,
+    check_positive,
     loss_gradient,
     vanishing_gradient,
 )
@@ -66,12 +66,6 @@ _TINY = 1e-12
 def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
     norm: torch.Tensor = torch.linalg.vector_norm(t, dim=tuple(range(1, t.ndim)), keepdim=True)
     return norm
-
-
-def _check_steps(steps: int) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise InvalidParameterError(f"steps must be an integer >= 1, got {steps!r}")
-    return steps
 
 
 def _check_restarts(restarts: int, random_start: bool) -> int:
@@ -95,9 +89,7 @@ def _fooled(model: nn.Module, adversarial: torch.Tensor, y: torch.Tensor) -> tor
 def _check_positive(name: str, value: float | None) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-        raise InvalidParameterError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
+    return check_positive(name, value)
 
 
 def gradient_ascent(
@@ -252,7 +244,7 @@ class PGD(Attack):
     ) -> None:
         self.eps = check_eps(eps)
         self.norm = check_norm(norm)
-        self.steps = _check_steps(steps)
+        self.steps = check_int("steps", steps)
         self.step_size = _check_positive("step_size", step_size)
         self.rel_step_size = _check_positive("rel_step_size", rel_step_size)
         if self.step_size is not None and self.rel_step_size is not None:

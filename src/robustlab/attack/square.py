@@ -77,6 +77,7 @@ from robustlab.attack.base import (
     Attack,
     AttackResult,
     check_eps,
+    check_int,
     check_norm,
     check_output,
 )
@@ -93,12 +94,6 @@ QUERIES = "queries"
 
 # Keeps a zero perturbation from dividing by zero (the reference's constant).
 _TINY = 1e-12
-
-
-def _check_count(name: str, value: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidParameterError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 def _check_fraction(p_init: float) -> float:
@@ -143,7 +138,7 @@ def square_fraction(iteration: int, queries: int, p_init: float, rescale: bool =
     """
     if isinstance(iteration, bool) or not isinstance(iteration, int) or iteration < 0:
         raise InvalidParameterError(f"iteration must be an integer >= 0, got {iteration!r}")
-    budget = _check_count("queries", queries)
+    budget = check_int("queries", queries)
     rescaled = iteration * 10000 // budget if rescale else iteration
     halvings = sum(rescaled > threshold for threshold in SCHEDULE)
     return _check_fraction(p_init) / (1 << halvings)
@@ -279,12 +274,12 @@ class Square(Attack):
         self.norm = check_norm(norm)
         self.shared = bool(shared)
         self.rescale = bool(rescale)
-        self.queries = _check_count("queries", queries)
+        self.queries = check_int("queries", queries)
         self.p_init = _check_fraction(p_init)
         if not isinstance(loss, str) or loss.lower() not in LOSSES:
             raise InvalidParameterError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         self.loss = loss.lower()
-        self.restarts = _check_count("restarts", restarts)
+        self.restarts = check_int("restarts", restarts)
         self.channels_last = bool(channels_last)
 
     @property
