@@ -12,11 +12,10 @@ For each model it attacks the same first ``--images`` test images with
   issue sets (``autoattack`` must be at least as strong on every image set);
 - ``apgd-ce``: APGD on the cross-entropy, 100 steps, one restart: robustlab's ``apgd``,
   ``torchattacks.APGD`` and the reference ``autoattack.autopgd_base.APGDAttack``;
-- ``autoattack``: the standard version: robustlab's (APGD-CE, APGD-T, FMN, Square),
-  ``robustlab-refsq`` (the same with ``reference_square``: Square searches as the reference's
-  batched port does, one window per iteration for the whole batch and no redraws, instead of
-  per image as the Square paper), ``torchattacks.AutoAttack`` and the reference
-  ``autoattack.AutoAttack`` (APGD-CE, APGD-T, FAB-T, Square with 5,000 queries);
+- ``autoattack``: the standard version (APGD-CE, APGD-T, FAB-T, Square with 5,000 queries):
+  robustlab's, ``torchattacks.AutoAttack`` and the reference ``autoattack.AutoAttack``; and
+  ``robustlab-plus``, robustlab's plus version (the standard sequence, then FMN and Square
+  searched per image as the Square paper's code does);
 
 and prints robust accuracy, seconds and the time ratio peer / robustlab. Every implementation is
 warmed up on a few images first (the first call of a process pays for oneDNN's kernel
@@ -176,11 +175,7 @@ def main() -> None:
             ("pgd-40x10", "robustlab", ours(PGD(eps=eps, steps=40, restarts=10))),
             ("apgd-ce", "robustlab", ours(APGD(eps=eps, steps=100))),
             ("autoattack", "robustlab", ours(AutoAttack(eps=eps, version="standard"))),
-            (
-                "autoattack",
-                "robustlab-refsq",
-                ours(AutoAttack(eps=eps, version="standard", reference_square=True)),
-            ),
+            ("autoattack", "robustlab-plus", ours(AutoAttack(eps=eps, version="plus"))),
         ]
         for attack, implementations in peers(eps, classes).items():
             table += [(attack, peer, run) for peer, run in implementations.items()]
@@ -207,7 +202,7 @@ def main() -> None:
         print(
             f"autoattack at least as strong as pgd-40x10: {auto <= pgd} ({auto:.3f} <= {pgd:.3f})"
         )
-        for mine in ("robustlab", "robustlab-refsq"):
+        for mine in ("robustlab", "robustlab-plus"):
             for peer in ("torchattacks", "reference"):
                 other = rows.get(f"autoattack/{peer}")
                 if other is not None:

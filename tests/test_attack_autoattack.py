@@ -69,7 +69,7 @@ def test_only_points_still_robust_are_attacked_and_first_success_kept() -> None:
         clean_correct = net(x).argmax(dim=1) == y
         fooled = net(result.adversarial).argmax(dim=1) != y
     found = result.details["found_by"]
-    assert [e["name"] for e in log] == ["apgd-ce", "apgd-t", "fmn", "square"][: len(log)]
+    assert [e["name"] for e in log] == ["apgd-ce", "apgd-t", "fab-t", "square"][: len(log)]
     # The first component sees exactly the clean-correct points; each later one only points
     # every earlier one failed on (still correctly classified when handed over).
     assert log[0]["n"] == int(clean_correct.sum())

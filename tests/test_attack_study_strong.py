@@ -108,7 +108,7 @@ def test_minimum_norm_run_joins_the_worst_case_and_autoattack_beats_weak_pgd(
     assert rows[cell.key].metrics["attack_notes"]["attacks"] == [
         "apgd-ce",
         "apgd-t",
-        "fmn",
+        "fab-t",
         "square",
     ]
     gaps = overstated(plan, rows)
@@ -123,7 +123,7 @@ def test_report_says_where_pgd_overstated_and_draws_the_curve(
     assert "Did any attack overstate robustness?" in report
     assert "**pgd-weak overstated robustness**" in report
     assert "Minimum-norm attacks: robust accuracy at every eps" in report
-    assert "autoattack: ran apgd-ce, apgd-t, fmn, square (standard version)" in report
+    assert "autoattack: ran apgd-ce, apgd-t, fab-t, square (standard version)" in report
     assert (
         run / "figures" / "minimum-norm-cnn-e2.png"
     ).is_file() or "minimum-norm-cnn-e2" in report

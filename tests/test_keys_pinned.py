@@ -33,12 +33,12 @@ PINNED: dict[str, dict[str, tuple[int, str, str]]] = {
         "ghosh2018-mnist": (195, "4b622c3038b7247e", "d649b7ecc73846f1"),
         "ghosh2018-fashion": (195, "24fe0e212920b887", "0ab0c989ac075cf8"),
     },
-    "papers/huang2021-pgd": {"huang2021-pgd": (129, "30d6af58e9cb9805", "da406f034422f975")},
+    "papers/huang2021-pgd": {"huang2021-pgd": (129, "71e8f9b35267056a", "da406f034422f975")},
     "papers/cavey-ablation": {
         "cavey-ablation": (6, "a2fbb6f592576eae", "976e57499dda0ffe"),
         "cavey-ablation-cifar10": (6, "f72ea57c2629218b", "4fbc50f6cb36866d"),
     },
-    "papers/madry-pgd-mnist": {"madry-pgd-mnist": (15, "02209f36e8eefdbc", "6cb2d8ec8c727c87")},
+    "papers/madry-pgd-mnist": {"madry-pgd-mnist": (18, "72bb7d9e398a8441", "6cb2d8ec8c727c87")},
     "papers/aghdam2016-augmentation": {
         "aghdam2016-augmentation": (30, "ea04d9e4b9f71514", "f09a32a032927045")
     },

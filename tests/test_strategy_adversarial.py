@@ -190,7 +190,7 @@ def test_attack_as_mapping_equals_the_spec_string() -> None:
     [
         (
             {"attack": "pgdd:eps=0.1"},
-            r"unknown attack 'pgdd'; valid: apgd, autoattack, fgsm, fmn, ga, pgd",
+            r"unknown attack 'pgdd'; valid: apgd, autoattack, fab, fgsm, fmn, ga, pgd",
         ),
         ({"attack": "pgd:epsilon=0.1"}, r"parameter of attack 'pgd'.*valid: .*eps"),
         ({"attack": "pgd:steps=0"}, "steps must be an integer >= 1"),
@@ -218,7 +218,7 @@ def test_a_study_names_the_strategy_with_a_nested_attack_mapping() -> None:
     )
     assert config.parent_role is None
     with pytest.raises(
-        ValueError, match="unknown attack 'pgdd'; valid: apgd, autoattack, fgsm, fmn"
+        ValueError, match="unknown attack 'pgdd'; valid: apgd, autoattack, fab, fgsm, fmn"
     ):
         StrategyConfig.model_validate({"name": "adversarial", "params": {"attack": "pgdd"}})
 

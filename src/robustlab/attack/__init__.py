@@ -2,7 +2,7 @@
 
 Importing this package registers every attack in :data:`ATTACKS`: the gradient attacks
 ``fgsm`` and ``pgd``, ``apgd`` (APGD-CE / DLR / targeted), the score-based ``square``, the
-minimum-norm attacks ``fmn``, ``ga`` and ``szegedy``, and the ``autoattack`` ensemble;
+minimum-norm attacks ``fab``, ``fmn``, ``ga`` and ``szegedy``, and the ``autoattack`` ensemble;
 :mod:`robustlab.attack.adaptive` attacks defended pipelines (BPDA, EOT) and
 :mod:`robustlab.attack.sanity` flags evaluations that look broken.
 
@@ -11,12 +11,13 @@ Example:
     >>> METHODS
     ('ga', 'szegedy')
     >>> ATTACKS.names()
-    ['apgd', 'autoattack', 'fgsm', 'fmn', 'ga', 'pgd', 'square', 'szegedy']
+    ['apgd', 'autoattack', 'fab', 'fgsm', 'fmn', 'ga', 'pgd', 'square', 'szegedy']
 """
 
 from robustlab.attack.apgd import APGD
 from robustlab.attack.autoattack import AutoAttack
 from robustlab.attack.base import ATTACKS, Attack, AttackResult, create_attack
+from robustlab.attack.fab import FAB
 from robustlab.attack.fmn import FMN
 from robustlab.attack.gradient import FGSM, PGD
 from robustlab.attack.grids import GRIDS, named_grid
@@ -34,6 +35,7 @@ from robustlab.attack.square import Square
 __all__ = [
     "APGD",
     "ATTACKS",
+    "FAB",
     "FGSM",
     "FMN",
     "GRIDS",

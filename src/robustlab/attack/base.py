@@ -29,7 +29,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -125,6 +125,9 @@ class Attack(ABC):
 
     channels_last: bool = False
     norm: str = "linf"
+    #: Bumped by a subclass when a change of its code changes what it returns for the same
+    #: parameters; a study's cell keys include it (when non-zero), so old results are redone.
+    code_version: ClassVar[int] = 0
 
     @property
     def random(self) -> bool:

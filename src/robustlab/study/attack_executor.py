@@ -101,6 +101,8 @@ class AttackSetting:
     gradient: str
     eot_samples: int
     minimum_norm: bool = False  # a minimum-norm attack; unbounded when eps is None
+    # The attack's code_version when non-zero (absent otherwise, so older keys stay valid).
+    code: tuple[int, ...] = ()
 
     @property
     def unbounded(self) -> bool:
@@ -162,7 +164,9 @@ class AttackPlan:
     @classmethod
     def from_json(cls, data: dict[str, Any], models: list[PlannedModel]) -> AttackPlan:
         """The plan as stored: cells, settings and defences, no groups (nothing to run)."""
-        settings = [AttackSetting(**s) for s in data["settings"]]
+        settings = [
+            AttackSetting(**{**s, "code": tuple(s.get("code", ()))}) for s in data["settings"]
+        ]
         defenses, rows = cells_from_json(data, models)
         cells = [
             AttackCell(key, model, defenses[d], settings[s], protocol)
@@ -228,6 +232,7 @@ def make_attack_plan(
                     gradient=entry.gradient,
                     eot_samples=entry.eot_samples,
                     minimum_norm=bool(getattr(attack, "minimum_norm", False)),
+                    code=(attack.code_version,) if attack.code_version else (),
                 )
             )
     defenses = [DefenseSetting(d.label, d.name, dict(d.params)) for d in config.defenses]
@@ -252,7 +257,7 @@ def make_attack_plan(
                             **scope,
                             "model": model.key(),
                             "defense": [defense.name, defense.params],
-                            "attack": [setting.name, setting.params],
+                            "attack": [setting.name, setting.params, *setting.code],
                             "protocol": protocol,
                             "adaptive": adaptive,
                             "seed": setting.seed,
