@@ -141,8 +141,10 @@ def _training_seconds(
     seen.add(model.id)
     card = cards.get(model.id, {}).get("card", {})
     own = card.get("train_seconds") if isinstance(card, dict) else None
-    if model.recipe is None:
+    if model.recipe is None and model.composite is None:
         return 0.0
+    if model.composite is not None:
+        own = 0.0  # built from its members, not trained
     if not isinstance(own, int | float):
         return None
     total = float(own)

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from robustlab.data.base import Dataset
+from robustlab.models.ensemble import Ensemble
 from robustlab.models.external import check_normalization_channels, probe_model
 from robustlab.study.plan import PlannedModel
 from robustlab.study.progress import SilentProgress
@@ -80,7 +81,13 @@ def artefact_graph(models: Iterable[PlannedModel]) -> list[ArtefactNode]:
         ordered.append(
             ArtefactNode(
                 id=model.id,
-                kind=model.recipe.kind if model.recipe is not None else "classifier",
+                kind=(
+                    model.recipe.kind
+                    if model.recipe is not None
+                    else model.composite["kind"]
+                    if model.composite is not None
+                    else "classifier"
+                ),
                 architecture=model.architecture,
                 strategy=model.strategy,
                 epochs=model.epochs,
@@ -157,11 +164,13 @@ class ArtefactProvider:
         """The artefact ``planned`` in eval mode on the provider's device.
 
         A pretrained model (TorchScript, or factory + weights) is loaded and probed with one
-        batch of the dataset's image shape. A model to train is served from the cache, else
-        trained, its parents provided first when it starts from them; before training from
-        scratch a fresh network is probed the same way, so an architecture that does not fit
-        the data fails at once with the shapes. Every provided model is recorded in the store
-        (with its parents: ``models.json`` shows the graph).
+        batch of the dataset's image shape. An ensemble is built from its members, each
+        provided once (shared with every other ensemble and cell that uses it). A model to
+        train is served from the cache, else trained, its parents provided first when it
+        starts from them; before training from scratch a fresh network is probed the same
+        way, so an architecture that does not fit the data fails at once with the shapes.
+        Every provided model is recorded in the store (with its parents: ``models.json``
+        shows the graph).
 
         Raises:
             ModelError: if a user model cannot be loaded or a model does not fit the data.
@@ -169,6 +178,14 @@ class ArtefactProvider:
         if planned.id in self._models:
             return self._models[planned.id]
         dataset, store, device = self.dataset, self.store, self.device
+        if planned.composite is not None:
+            members = [self.provide(parent) for _, parent in planned.parents]
+            combine = str(planned.composite["combine"])
+            ensemble: nn.Module = Ensemble(members, combine=combine).to(device).eval()
+            card = {**planned.composite, "members": list(planned.parent_ids.values())}
+            store.record_model(planned.id, "", card)
+            self._models[planned.id] = ensemble
+            return ensemble
         if planned.source is not None:
             model = planned.source.load(dataset.image_shape, dataset.num_classes, device)
             store.record_model(planned.id, planned.source.path, planned.source.card())

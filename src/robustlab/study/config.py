@@ -115,10 +115,10 @@ class NormalizeConfig(_Strict):
         return self
 
 
-_SOURCES = ("architecture", "factory", "torchscript")
+_SOURCES = ("architecture", "factory", "torchscript", "ensemble")
 _TRAINING_FIELDS = (
-    "epochs", "batch_size", "learning_rate", "optimizer", "seed", "betas", "weight_decay",
-    "strategy", "parent",
+    "epochs", "batch_size", "learning_rate", "optimizer", "seed", "seeds", "betas",
+    "weight_decay", "strategy", "parent",
 )  # fmt: skip
 
 
@@ -158,6 +158,23 @@ class StrategyConfig(_Strict):
         return create_strategy(self.name, **self.params).parent_role
 
 
+class EnsembleConfig(_Strict):
+    """An ensemble of study models answering as one (:class:`robustlab.models.ensemble.Ensemble`).
+
+    Example:
+        >>> EnsembleConfig(members=["cnn"], combine="vote").combine
+        'vote'
+    """
+
+    members: list[str] = Field(
+        min_length=1,
+        description="model ids of the study, or entry names (an entry stands for all its ids)",
+    )
+    combine: Literal["probability", "logit", "vote"] = Field(
+        "probability", description="mean probability, mean logit or majority vote"
+    )
+
+
 class ModelConfig(_Strict):
     """A model of the study: one that robustlab trains, or a pretrained one it evaluates.
 
@@ -167,7 +184,10 @@ class ModelConfig(_Strict):
     are given and trained like an architecture otherwise; ``torchscript`` (a TorchScript file,
     evaluated as is). ``normalize`` declares the input normalisation of a factory or TorchScript
     model (wrapped in front of it, so it takes ``[0, 1]`` pixels). Pretrained models take no
-    training settings. Relative paths are relative to the current directory.
+    training settings. Relative paths are relative to the current directory. ``ensemble``
+    combines other models of the study (trained once each, shared by every ensemble naming
+    them); ``seeds`` trains one copy of the entry per seed (ids ``<name>-e<epochs>-s<seed>``),
+    the K copies of aghdam2016's ensembles.
     """
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
@@ -177,6 +197,9 @@ class ModelConfig(_Strict):
     factory_params: dict[str, Any] = Field(default_factory=dict)
     weights: str | None = Field(None, description="state dict for factory (safetensors, .pt)")
     torchscript: str | None = Field(None, description="a TorchScript file to evaluate")
+    ensemble: EnsembleConfig | None = Field(
+        None, description="combine other models of the study: {members: [...], combine: ...}"
+    )
     normalize: NormalizeConfig | None = None
     epochs: list[int] = Field(default_factory=lambda: [10], min_length=1)
     batch_size: int = Field(100, ge=1)
@@ -187,6 +210,10 @@ class ModelConfig(_Strict):
     )
     weight_decay: float = Field(0.0, ge=0)
     seed: int = 0
+    seeds: list[int] = Field(
+        default_factory=list,
+        description="train one copy per seed (ids <name>-e<epochs>-s<seed>), e.g. for ensembles",
+    )
     strategy: StrategyConfig | None = Field(
         None, description="training strategy (standard when omitted), e.g. 'constant' or a mapping"
     )
@@ -244,9 +271,11 @@ class ModelConfig(_Strict):
             raise ValueError(
                 f"model '{self.name}' needs exactly one of architecture (a registered network "
                 "that robustlab trains), factory ('package.module:name' or 'file.py:name'; "
-                "pretrained with weights, trained without) or torchscript (a TorchScript file); "
-                f"it gives {' and '.join(given) or 'none'}"
+                "pretrained with weights, trained without), torchscript (a TorchScript file) "
+                f"or ensemble (other models of the study); it gives {' and '.join(given) or 'none'}"
             )
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"model '{self.name}': seeds must be distinct, got {self.seeds}")
         misplaced = {
             "params": (
                 bool(self.params) and self.architecture is None,
@@ -270,7 +299,7 @@ class ModelConfig(_Strict):
         for key, (wrong, why) in misplaced.items():
             if wrong:
                 raise ValueError(f"model '{self.name}': {key}: {why}")
-        if self.pretrained:
+        if self.pretrained or self.ensemble is not None:
             fields = type(self).model_fields
             changed = [
                 f
@@ -278,8 +307,9 @@ class ModelConfig(_Strict):
                 if getattr(self, f) != fields[f].get_default(call_default_factory=True)
             ]
             if changed:
+                what = "an ensemble of other models" if self.ensemble else "pretrained"
                 raise ValueError(
-                    f"model '{self.name}' is pretrained and evaluated as it is; remove "
+                    f"model '{self.name}' is {what} and evaluated as it is; remove "
                     f"{', '.join(changed)} (robustlab does not train it)"
                 )
         return self
@@ -295,10 +325,20 @@ class ModelConfig(_Strict):
         return self.torchscript is not None or self.weights is not None
 
     def ids(self) -> list[str]:
-        """The study's ids of this entry: ``<name>`` if pretrained, else ``<name>-e<epochs>``."""
-        if self.pretrained:
+        """The study's ids of this entry.
+
+        ``<name>`` if pretrained or an ensemble, else ``<name>-e<epochs>`` (``-s<seed>`` added
+        per seed when ``seeds`` is given), epochs first.
+        """
+        if self.pretrained or self.ensemble is not None:
             return [self.name]
-        return [f"{self.name}-e{e}" for e in self.epochs]
+        return [f"{self.name}-e{e}{suffix}" for e, _, suffix in self.variants()]
+
+    def variants(self) -> list[tuple[int, int, str]]:
+        """``(epochs, seed, id suffix after the epochs)`` of every trained copy of this entry."""
+        if not self.seeds:
+            return [(e, self.seed, "") for e in self.epochs]
+        return [(e, s, f"-s{s}") for e in self.epochs for s in self.seeds]
 
     @field_validator("epochs")
     @classmethod
@@ -838,9 +878,50 @@ def expand_model_grid(entry: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def model_dependencies(model: ModelConfig, models: list[ModelConfig]) -> list[str]:
+    """The ids ``model`` is built from: its parent, or its ensemble's members (names expanded).
+
+    Raises:
+        ValueError: for an ensemble member that is neither a model id nor an entry name.
+    """
+    if model.ensemble is None:
+        return [model.parent] if model.parent is not None else []
+    by_name = {m.name: m for m in models}
+    owner = {i for m in models for i in m.ids()}
+    ids: list[str] = []
+    for member in model.ensemble.members:
+        if member in owner:
+            ids.append(member)
+        elif member in by_name and member != model.name:
+            ids.extend(by_name[member].ids())
+        else:
+            raise ValueError(
+                f"model '{model.name}': ensemble member '{member}' is not a model id or entry "
+                f"name of this study; valid ids: {', '.join(sorted(owner - {model.name}))}"
+            )
+    if model.name in ids:
+        raise ValueError(f"model '{model.name}': an ensemble cannot be its own member")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"model '{model.name}': ensemble members repeat: {ids}")
+    return ids
+
+
 def _check_parents(models: list[ModelConfig]) -> None:
     """Every parent is a trained model of the study and no model descends from itself."""
     owner = {i: m for m in models for i in m.ids()}
+    ensembles = {m.name: model_dependencies(m, models) for m in models if m.ensemble is not None}
+    built: set[str] = {m.name for m in models if m.ensemble is None}
+    waiting = dict(ensembles)
+    while waiting:  # ensembles whose members are all built can be built (no cycle)
+        ready = [n for n, ids in waiting.items() if all(owner[i].name in built for i in ids)]
+        if not ready:
+            raise ValueError(
+                f"models {sorted(waiting)}: their ensemble members form a cycle (an ensemble "
+                "cannot contain itself, directly or through another ensemble)"
+            )
+        for name in ready:
+            built.add(name)
+            del waiting[name]
     for m in models:
         if m.parent is None:
             continue
@@ -850,9 +931,10 @@ def _check_parents(models: list[ModelConfig]) -> None:
                 f"model '{m.name}': parent '{m.parent}' is not a model id of this study; valid: "
                 f"{', '.join(owner)} (ids are <name>-e<epochs> for trained models)"
             )
-        if parent.pretrained:
+        if parent.pretrained or parent.ensemble is not None:
+            kind = "a pretrained model" if parent.pretrained else "an ensemble"
             raise ValueError(
-                f"model '{m.name}': parent '{m.parent}' is a pretrained model; a parent must be "
+                f"model '{m.name}': parent '{m.parent}' is {kind}; a parent must be "
                 "one robustlab trains (architecture, or factory without weights)"
             )
         seen = {m.name}

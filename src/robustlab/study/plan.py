@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from robustlab.degrade import create_degradation
 from robustlab.models.external import ExternalSource, factory_code_digest
 from robustlab.seeding import derive_seed
-from robustlab.study.config import DatasetConfig, ModelConfig, StudyConfig
+from robustlab.study.config import DatasetConfig, ModelConfig, StudyConfig, model_dependencies
 from robustlab.train.loop import TrainingRecipe
 
 #: Dataset parameters that change only how fast the data is read, never the data itself (the
@@ -75,6 +75,8 @@ class PlannedModel:
     source: ExternalSource | None = None
     parents: tuple[tuple[str, PlannedModel], ...] = ()  # (role, parent): the artefact graph
     description: str = ""  # where a pretrained model came from, once its source is not at hand
+    # A model built from its parents without training: {"kind": "ensemble", "combine": ...}.
+    composite: dict[str, Any] | None = None
 
     @property
     def epochs(self) -> int | None:
@@ -88,6 +90,8 @@ class PlannedModel:
             if self.recipe.architecture == "external_factory":
                 return str(self.recipe.params.get("reference"))
             return self.recipe.architecture
+        if self.composite is not None:
+            return f"{self.composite['kind']} of {', '.join(self.parent_ids.values())}"
         return self.source.describe() if self.source is not None else self.description
 
     @property
@@ -95,7 +99,7 @@ class PlannedModel:
         """How it was trained, in one line (``pretrained`` for a given model)."""
         r = self.recipe
         if r is None:
-            return "pretrained"
+            return "composite" if self.composite is not None else "pretrained"
         return f"{r.optimizer} lr={r.learning_rate:g} batch={r.batch_size}"
 
     @property
@@ -103,6 +107,8 @@ class PlannedModel:
         """The training strategy with its parameters (``pretrained`` for a given model)."""
         r = self.recipe
         if r is None:
+            if self.composite is not None:
+                return f"{self.composite['kind']}({self.composite['combine']})"
             return "pretrained"
         if not r.strategy_params:
             return r.strategy
@@ -116,7 +122,9 @@ class PlannedModel:
 
     @property
     def length(self) -> str:
-        """``N epochs`` or ``pretrained``, for headings."""
+        """``N epochs``, ``pretrained`` or ``ensemble of K``, for headings."""
+        if self.composite is not None:
+            return f"{self.composite['kind']} of {len(self.parents)}"
         return f"{self.epochs} epochs" if self.epochs is not None else "pretrained"
 
     def to_json(self) -> dict[str, Any]:
@@ -127,6 +135,7 @@ class PlannedModel:
             "recipe": None if self.recipe is None else self.recipe.model_dump(mode="json"),
             "parents": [[role, parent.id] for role, parent in self.parents],
             "description": self.architecture,
+            **({"composite": self.composite} if self.composite is not None else {}),
         }
 
     @classmethod
@@ -139,6 +148,7 @@ class PlannedModel:
             recipe=None if recipe is None else TrainingRecipe.model_validate(recipe),
             parents=tuple((role, known[pid]) for role, pid in data.get("parents", [])),
             description=data.get("description", ""),
+            composite=data.get("composite"),
         )
 
     def key(self) -> dict[str, Any]:
@@ -148,6 +158,11 @@ class PlannedModel:
             if self.parents:
                 key["parents"] = {role: parent.key() for role, parent in self.parents}
             return key
+        if self.composite is not None:
+            return {
+                "composite": self.composite,
+                "members": [parent.key() for _, parent in self.parents],
+            }
         assert self.source is not None
         return {"pretrained": self.source.key()}
 
@@ -280,13 +295,23 @@ def _severity(value: Any) -> float | None:
 
 
 def _planned_models(
-    m: ModelConfig, dataset: str, planned: dict[str, PlannedModel]
+    m: ModelConfig,
+    dataset: str,
+    planned: dict[str, PlannedModel],
+    dependencies: dict[str, list[str]],
 ) -> list[PlannedModel]:
     """The study models of one entry; reads and hashes the files a user model comes from.
 
     ``planned`` holds the models planned so far by id; a model with a parent takes the
-    parent's network (architecture and parameters) from there.
+    parent's network (architecture and parameters) from there; an ensemble's parents are its
+    members (``dependencies``: entry name -> ids it is built from), roles ``member1``, ...
     """
+    if m.ensemble is not None:
+        members = tuple(
+            (f"member{i}", planned[pid]) for i, pid in enumerate(dependencies[m.name], 1)
+        )
+        composite = {"kind": "ensemble", "combine": m.ensemble.combine}
+        return [PlannedModel(m.name, m.name, None, parents=members, composite=composite)]
     mean = m.normalize.mean if m.normalize is not None else None
     std = m.normalize.std if m.normalize is not None else None
     if m.pretrained:
@@ -334,7 +359,7 @@ def _planned_models(
                 batch_size=m.batch_size,
                 learning_rate=m.learning_rate,
                 optimizer=m.optimizer,
-                seed=m.seed,
+                seed=seed,
                 weight_decay=m.weight_decay,
                 betas=m.betas,
                 strategy=m.strategy_name,
@@ -342,7 +367,7 @@ def _planned_models(
             ),
             parents=parents,
         )
-        for model_id, epochs in zip(m.ids(), m.epochs, strict=True)
+        for model_id, (epochs, seed, _) in zip(m.ids(), m.variants(), strict=True)
     ]
 
 
@@ -355,13 +380,14 @@ def plan_models(config: StudyConfig) -> list[PlannedModel]:
     planned: dict[str, PlannedModel] = {}
     ordered: list[PlannedModel] = []
     waiting = list(config.models)
+    dependencies = {m.name: model_dependencies(m, config.models) for m in config.models}
     while waiting:
-        ready = [m for m in waiting if m.parent is None or m.parent in planned]
+        ready = [m for m in waiting if all(i in planned for i in dependencies[m.name])]
         if not ready:  # pragma: no cover - the config validator refuses cycles
             raise ValueError(f"unresolvable parents: {[m.name for m in waiting]}")
         entry = ready[0]
         waiting.remove(entry)
-        for model in _planned_models(entry, config.dataset.name, planned):
+        for model in _planned_models(entry, config.dataset.name, planned, dependencies):
             planned[model.id] = model
             ordered.append(model)
     return ordered
