@@ -23,10 +23,11 @@ compare with published ones (``benchmarks/bench_autoattack.py`` runs both side b
 6. ``square-per-image``: Square searched as the Square paper's own code does: every image draws
    its own windows and signs, a window that would change nothing is redrawn, and the schedule
    is stretched over the budget. On the adversarially trained Madry MNIST network at eps 0.3
-   this search alone left 72.5% of 200 digits robust where the reference's port left 76.5%,
-   and the plus version 71.5% where the standard left 75.0%: the standard version overstated
-   that model by 3.5 points. A study that runs both sees it in its report ("Did any attack
-   overstate robustness?").
+   this search alone left 72.5% of 200 digits robust where the reference's port left 76.5%;
+   the plus version left 72.0%, robustlab's standard version 72.5% and the reference
+   implementation 75.0% (``benchmarks/README.md``; the 2.5-point gap between the two standard
+   implementations is not explained yet). A study that runs both versions sees in its report
+   where one left more standing ("Did any attack overstate robustness?").
 
 A sample is robust only if every attack fails on it; the first successful example is kept
 (the per-sample worst case). Later attacks never see a sample an earlier one fooled, which is
