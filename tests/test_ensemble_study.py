@@ -97,8 +97,8 @@ def test_ensembles_share_members_trained_once_and_score_as_their_mean(tmp_path: 
     ("change", "message"),
     [
         ({"members": ["nope"]}, "ensemble member 'nope' is not a model id"),
-        ({"members": ["mean"]}, "cannot be its own member"),
-        ({"members": ["cnn", "cnn-e1-s0"]}, "ensemble members repeat"),
+        ({"members": ["mean"]}, "cannot be built from itself"),
+        ({"members": ["cnn", "cnn-e1-s0"]}, "the models it is built from repeat"),
         ({"combine": "median"}, "combine"),
     ],
 )
@@ -117,7 +117,7 @@ def test_ensemble_cycles_and_training_fields_are_refused() -> None:
         parse_config(study)
     study = _study()
     study["models"][0]["epochs"] = [3]
-    with pytest.raises(ConfigError, match=r"ensemble of other models.*remove epochs"):
+    with pytest.raises(ConfigError, match=r"built from other models.*remove epochs"):
         parse_config(study)
     study = _study()
     study["models"][2]["seeds"] = [1, 1]
@@ -125,7 +125,7 @@ def test_ensemble_cycles_and_training_fields_are_refused() -> None:
         parse_config(study)
     study = _study()
     study["models"].append({"name": "tl", "parent": "mean", "strategy": "transfer", "epochs": [1]})
-    with pytest.raises(ConfigError, match="parent 'mean' is an ensemble"):
+    with pytest.raises(ConfigError, match=r"parent 'mean' is a composite \(ensemble\)"):
         parse_config(study)
 
 

@@ -92,3 +92,66 @@ class Ghosh2018MNIST(nn.Module):
         h = self.drop6(self.relu(self.fc6(h)))
         h = self.drop7(self.relu(self.fc7(h)))
         return self.fc8(h)  # type: ignore[no-any-return]
+
+
+@MODELS.register("ghosh2018_quality", tags=("ghosh2018", "quality", "28x28"))
+class Ghosh2018Quality(nn.Module):
+    """ghosh2018's master: a quality-prediction CNN, three convolutions and three FC layers.
+
+    Section 4.1: "a small CNN to predict the quality of the input image ... three
+    convolutional layers followed by three fully connected layers. The number of nodes in the
+    final fully connected layer corresponds to the number of quality bins". The paper gives no
+    widths; ours are 16, 32, 32 filters (3x3, padding 1, ReLU, a 2x2 max pooling after the
+    first two) and 128, 64, ``num_classes`` units. The ``quality`` strategy sets the last layer
+    to its number of bins, so ``num_classes`` need not be given.
+
+    Args:
+        in_channels: image channels.
+        num_classes: number of bins (the last layer's units).
+        image_size: square input side, divisible by 4.
+        mean: per-channel means of an input normalisation (None with ``std`` for none).
+        std: per-channel standard deviations of the input normalisation.
+
+    Example:
+        >>> import torch
+        >>> Ghosh2018Quality(num_classes=3)(torch.rand(2, 1, 28, 28)).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 3,
+        image_size: int = 28,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if image_size < 4 or image_size % 4:
+            raise ModelError(
+                f"ghosh2018_quality needs an image size divisible by 4, got {image_size}"
+            )
+        side = image_size // 4
+        self.normalize = input_normalization(in_channels, mean, std)
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 16, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 32, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Flatten(),
+        )
+        self.classifier = nn.Sequential(
+            nn.Linear(32 * side * side, 128),
+            nn.ReLU(inplace=True),
+            nn.Linear(128, 64),
+            nn.ReLU(inplace=True),
+            nn.Linear(64, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Bin logits for the batch ``x`` ``(N, C, H, W)`` in ``[0, 1]``."""
+        return self.classifier(self.features(self.normalize(x)))  # type: ignore[no-any-return]

@@ -52,10 +52,12 @@ from robustlab.attack.sanity import (
 )
 from robustlab.report.document import Block, Bullets, Figure, Heading, Paragraph, Table
 from robustlab.study.attack_executor import (
+    PROTOCOLS,
     AttackCell,
     AttackPlan,
     worst_case,
 )
+from robustlab.study.composites import oblivious_role
 from robustlab.study.plan import PlannedModel
 from robustlab.study.store import CellRow, ResultsStore
 
@@ -119,32 +121,51 @@ def credits(plan: AttackPlan, rows: dict[str, CellRow]) -> list[Credit]:
             by_key[(cell.model.id, cell.setting.key, cell.defense.label, cell.protocol)] = row
     out = []
     for cell in plan.cells:
-        if cell.protocol != "adaptive" or cell.defense.name == "none" or cell.setting.unbounded:
+        if cell.protocol != "adaptive" or cell.setting.unbounded or cell.setting.eps == 0:
             continue
         model, setting = cell.model.id, cell.setting
         adaptive = by_key.get((model, setting.key, cell.defense.label, "adaptive"))
         oblivious = by_key.get((model, setting.key, cell.defense.label, "oblivious"))
-        bare = next(
-            (
-                by_key[k]
-                for d in plan.defenses
-                if d.name == "none"
-                for k in [(model, setting.key, d.label, p) for p in ("oblivious", "adaptive")]
-                if k in by_key
-            ),
-            None,
-        )
-        if adaptive is None or oblivious is None or setting.eps == 0:
-            continue  # eps = 0 is the clean image: nothing to credit
+        if adaptive is None or oblivious is None:
+            continue
+        if cell.defense.name == "none":
+            if cell.model.composite is None:
+                continue
+            # A composite is a defence of its own: the oblivious attack is crafted on its base
+            # model (the parent an unaware attacker targets), whose accuracy is "undefended".
+            base = cell.model.parent_ids.get(oblivious_role(cell.model.composite))
+            bare = next(
+                (
+                    by_key[k]
+                    for p in PROTOCOLS
+                    if (k := (base, setting.key, cell.defense.label, p)) in by_key
+                ),
+                None,
+            )
+            if bare is None:
+                continue  # the base model is not a model of the study: nothing to compare
+            defense, shown_model = model, str(base)
+        else:
+            bare = next(
+                (
+                    by_key[k]
+                    for d in plan.defenses
+                    if d.name == "none"
+                    for k in [(model, setting.key, d.label, p) for p in PROTOCOLS]
+                    if k in by_key
+                ),
+                None,
+            )
+            defense, shown_model = cell.defense.label, model
         out.append(
             Credit(
-                defense=cell.defense.label,
+                defense=defense,
                 attack=setting.label,
                 setting=_setting_text(setting.severity_name, setting.severity),
                 undefended=bare.accuracy if bare is not None else 0.0,
                 oblivious=oblivious.accuracy,
                 adaptive=adaptive.accuracy,
-                model=model,
+                model=shown_model,
             )
         )
     return out

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from robustlab.errors import RobustlabError
+from robustlab.report.composite_sections import composite_blocks
 from robustlab.report.document import (
     Block,
     Bullets,
@@ -71,6 +72,8 @@ def _model_rows(models: list[PlannedModel], cards: dict[str, dict[str, Any]]) ->
         card = cards.get(m.id, {}).get("card", {})
         accuracy = card.get("clean_accuracy")
         train_accuracy = card.get("train_accuracy")
+        # A quality network's card accuracy is over its bins, not the dataset's classes.
+        prefix = "bins " if m.recipe is not None and m.recipe.kind == "quality" else ""
         seconds = card.get("train_seconds")
         seen = card.get("images_seen")
         parents = ", ".join(f"{pid} ({role})" for role, pid in m.parent_ids.items())
@@ -85,8 +88,8 @@ def _model_rows(models: list[PlannedModel], cards: dict[str, dict[str, Any]]) ->
                 str(card.get("train_size", "–")),
                 "–" if seen is None else f"{seen:,}",
                 "–" if not seconds else f"{seconds:.1f}",
-                "–" if train_accuracy is None else f"{train_accuracy:.4f}",
-                "–" if accuracy is None else f"{accuracy:.4f}",
+                "–" if train_accuracy is None else f"{prefix}{train_accuracy:.4f}",
+                "–" if accuracy is None else f"{prefix}{accuracy:.4f}",
                 str(card.get("cache_key", "–")),
             ]
         )
@@ -103,9 +106,10 @@ def report_blocks(store: ResultsStore) -> tuple[list[Block], str]:
     dataset = store.get_meta("dataset", {})
     environment = store.get_meta("environment", {})
     classes = list(dataset.get("classes", []))
-    context = ReportContext(config, store, models, classes, dataset)
+    evaluated = [m for m in models if m.evaluated]  # quality networks have no cells
+    context = ReportContext(config, store, evaluated, classes, dataset)
     parts = [
-        (part, part.decode(stored["parts"][part.name], models))
+        (part, part.decode(stored["parts"][part.name], evaluated))
         for part in study_parts()
         if part.name in stored["parts"]
     ]
@@ -156,6 +160,7 @@ def report_blocks(store: ResultsStore) -> tuple[list[Block], str]:
             _model_rows(models, store.models()),
         ),
     ]
+    blocks += composite_blocks(store.models())
     for part, plan in parts:
         blocks += part.lead_blocks(plan, context)
     for part, plan in parts:

@@ -330,8 +330,13 @@ def degradation_blocks(
             Figure(
                 "accuracy",
                 curves,
-                "Accuracy per defence (colour) and model (line style); grey lines: clean "
-                "accuracy of the bare model; bands: ± one standard deviation over trials.",
+                (
+                    "Accuracy per model (colour); dotted lines: each model's clean accuracy"
+                    if len(plan.defenses) == 1
+                    else "Accuracy per defence (colour) and model (line style); grey lines: "
+                    "clean accuracy of the bare model"
+                )
+                + "; bands: ± one standard deviation over trials.",
             ),
         ]
     blocks += training_level_blocks(plan, store, config)

@@ -39,9 +39,13 @@ def accuracy_curves(
 ) -> bytes:
     """Accuracy vs severity, one panel per degradation, one line per model x defence.
 
+    With several defences the colour is the defence and the line style the model; with one
+    defence (model comparisons such as ghosh2018's Figure 3: baseline, MS, AMS) every model
+    gets its own colour and a solid line.
+
     Args:
         stats: aggregated statistics.
-        models: model ids (line style).
+        models: model ids (line style, or colour with one defence).
         defenses: defence labels (colour).
         degradations: ``(label, swept parameter, severities)`` per panel.
     """
@@ -52,10 +56,14 @@ def accuracy_curves(
     axes = grid.ravel()
     for ax in axes[panels:]:
         ax.axis("off")
-    colours = plt.get_cmap("tab10")
+    by_model = len(defenses) == 1
+    colours = plt.get_cmap("tab20" if by_model and len(models) > 10 else "tab10")
+    ncolours = 20 if by_model and len(models) > 10 else 10
     for ax, (label, swept, severities) in zip(axes, degradations, strict=False):
         for mi, model in enumerate(models):
+            style = "-" if by_model else LINESTYLES[mi % len(LINESTYLES)]
             for di, defense in enumerate(defenses):
+                colour = colours((mi if by_model else di) % ncolours)
                 points = [(s, stats.get((model, defense, label, s))) for s in severities]
                 xs = [s for s, st in points if st is not None]
                 ys = np.array([st.accuracy_mean for _, st in points if st is not None])
@@ -63,14 +71,19 @@ def accuracy_curves(
                 if not xs:
                     continue
                 ax.plot(
-                    xs, ys, marker="o", ms=3.5, color=colours(di % 10),
-                    linestyle=LINESTYLES[mi % len(LINESTYLES)], label=f"{defense} · {model}",
+                    xs, ys, marker="o", ms=3.5, color=colour, linestyle=style,
+                    label=model if by_model else f"{defense} · {model}",
                 )  # fmt: skip
                 if sd.any():
-                    ax.fill_between(xs, ys - sd, ys + sd, color=colours(di % 10), alpha=0.18)
+                    ax.fill_between(xs, ys - sd, ys + sd, color=colour, alpha=0.18)
             clean = stats.get((model, "none", "clean", None))
             if clean is not None:
-                ax.axhline(clean.accuracy_mean, color="grey", lw=0.8, ls=LINESTYLES[mi % 4])
+                ax.axhline(
+                    clean.accuracy_mean,
+                    color=colours(mi % ncolours) if by_model else "grey",
+                    lw=0.8,
+                    ls=":" if by_model else LINESTYLES[mi % 4],
+                )
         ax.set_title(label)
         ax.set_xlabel(swept or "severity")
         ax.set_ylabel("accuracy")

@@ -35,8 +35,8 @@ import torch
 from torch import nn
 
 from robustlab.data.base import Dataset
-from robustlab.models.ensemble import Ensemble
 from robustlab.models.external import check_normalization_channels, probe_model
+from robustlab.study.composites import CompositeContext, build_composite
 from robustlab.study.plan import PlannedModel
 from robustlab.study.progress import SilentProgress
 from robustlab.study.store import ResultsStore
@@ -108,7 +108,7 @@ def _probe_untrained(
     probe_model(
         build_model(recipe).to(device),
         dataset.image_shape,
-        dataset.num_classes,
+        recipe.build_strategy().outputs(dataset.num_classes),
         device,
         f"model {model_id} ({recipe.architecture})",
     )
@@ -164,8 +164,9 @@ class ArtefactProvider:
         """The artefact ``planned`` in eval mode on the provider's device.
 
         A pretrained model (TorchScript, or factory + weights) is loaded and probed with one
-        batch of the dataset's image shape. An ensemble is built from its members, each
-        provided once (shared with every other ensemble and cell that uses it). A model to
+        batch of the dataset's image shape. A composite (ensemble, master-slave router,
+        adaptive filter: :mod:`robustlab.study.composites`) is built from its parents, each
+        provided once (shared with every other composite and cell that uses it). A model to
         train is served from the cache, else trained, its parents provided first when it
         starts from them; before training from scratch a fresh network is probed the same
         way, so an architecture that does not fit the data fails at once with the shapes.
@@ -179,13 +180,12 @@ class ArtefactProvider:
             return self._models[planned.id]
         dataset, store, device = self.dataset, self.store, self.device
         if planned.composite is not None:
-            members = [self.provide(parent) for _, parent in planned.parents]
-            combine = str(planned.composite["combine"])
-            ensemble: nn.Module = Ensemble(members, combine=combine).to(device).eval()
-            card = {**planned.composite, "members": list(planned.parent_ids.values())}
+            parts = {role: self.provide(parent) for role, parent in planned.parents}
+            context = CompositeContext(dataset, device, dict(planned.parents))
+            composite, card = build_composite(planned, parts, context)
             store.record_model(planned.id, "", card)
-            self._models[planned.id] = ensemble
-            return ensemble
+            self._models[planned.id] = composite
+            return composite
         if planned.source is not None:
             model = planned.source.load(dataset.image_shape, dataset.num_classes, device)
             store.record_model(planned.id, planned.source.path, planned.source.card())
@@ -226,7 +226,8 @@ class ArtefactProvider:
             self.trained.append(planned.id)
             self.progress.finish(task[0])
             self.progress.log(
-                f"trained {planned.id} ({planned.strategy}): clean accuracy "
+                f"trained {planned.id} ({planned.strategy}): "
+                f"{'bin' if recipe.kind == 'quality' else 'clean'} accuracy "
                 f"{served.card.clean_accuracy:.4f} in {served.card.train_seconds:.1f} s"
             )
         card = served.card.model_dump()

@@ -57,6 +57,7 @@ from robustlab.defend import create_defense
 from robustlab.metrics import psnr
 from robustlab.seeding import derive_seed, make_generator
 from robustlab.study.artefacts import ArtefactProvider
+from robustlab.study.composites import oblivious_role
 from robustlab.study.config import StudyConfig
 from robustlab.study.plan import (
     DefenseSetting,
@@ -250,6 +251,8 @@ def make_attack_plan(
                     adaptive = (
                         {"gradient": setting.gradient, "eot": setting.eot_samples}
                         if protocol == "adaptive"
+                        else {"source": oblivious_role(model.composite)}
+                        if model.composite is not None
                         else {}
                     )
                     key = _digest(
@@ -334,6 +337,9 @@ def attack_group(
     }
     oblivious_needed = any(c.protocol == "oblivious" or c.defense.name == "none" for c in cells)
     adaptive = {c.defense.label for c in cells if c.protocol == "adaptive"}
+    # A composite (router, adaptive filter, ensemble) names the model an attacker unaware of
+    # it would attack: the oblivious protocol crafts there and evaluates on the composite.
+    source: nn.Module = getattr(model, "oblivious_source", model)
     surfaces = {
         label: attack_surface(
             model,
@@ -351,11 +357,11 @@ def attack_group(
     for x, y in dataset.test.batches(batch_size, device):
         runs: dict[str, AttackResult] = {}
         if oblivious_needed:
-            runs["oblivious"] = attack.run(model, x, y, generators["oblivious"])
+            runs["oblivious"] = attack.run(source, x, y, generators["oblivious"])
             if on_batch is not None:
                 on_batch(len(x))
         for label in sorted(adaptive):
-            if surfaces[label].model is model and "oblivious" in runs:
+            if surfaces[label].model is model and source is model and "oblivious" in runs:
                 runs[label] = runs["oblivious"]  # no defence: the same attack
                 continue
             runs[label] = attack.run(surfaces[label].model, x, y, generators[label])

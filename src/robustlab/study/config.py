@@ -115,7 +115,9 @@ class NormalizeConfig(_Strict):
         return self
 
 
-_SOURCES = ("architecture", "factory", "torchscript", "ensemble")
+_SOURCES = ("architecture", "factory", "torchscript", "ensemble", "master_slave", "adaptive_filter")
+#: The composite sources: models built from other models of the study without training.
+_COMPOSITES = ("ensemble", "master_slave", "adaptive_filter")
 _TRAINING_FIELDS = (
     "epochs", "batch_size", "learning_rate", "optimizer", "seed", "seeds", "betas",
     "weight_decay", "strategy", "parent",
@@ -175,6 +177,59 @@ class EnsembleConfig(_Strict):
     )
 
 
+class MasterSlaveConfig(_Strict):
+    """ghosh2018's master-slave router (:class:`robustlab.models.master_slave.MasterSlave`).
+
+    ``branches`` answer one bin each, in the master's bin order; with a ``master`` (a model
+    trained by the ``quality`` strategy) the branch of its most probable bin answers (MS, the
+    paper's Eq. 2); without one every branch answers and the most confident wins (AMS, Eq. 3).
+
+    Example:
+        >>> MasterSlaveConfig(branches=["base-e10", "jpeg-e3"]).master is None
+        True
+    """
+
+    branches: list[str] = Field(
+        min_length=2, description="model ids, one per bin in the master's bin order"
+    )
+    master: str | None = Field(
+        None, description="id of a quality network choosing the branch (MS); none: AMS"
+    )
+
+
+class AdaptiveFilterConfig(_Strict):
+    """Adaptive filter selection (:class:`robustlab.models.adaptive_filter.AdaptiveFilter`).
+
+    A ``detector`` (a quality network whose bins are kinds of degradation) recognises each
+    input's kind and the filter mapped to that kind cleans it before ``model`` classifies it.
+    ``filters`` maps every bin to a defence; without it the mapping is learned: per bin, the
+    candidate with the highest accuracy of ``model`` on ``holdout`` training images put into
+    that bin (never the test set).
+
+    Example:
+        >>> AdaptiveFilterConfig(detector="kind-e5", model="cnn-e10").candidates[1].name
+        'median'
+    """
+
+    detector: str = Field(description="id of a quality network whose bins are kinds")
+    model: str = Field(description="id of the classifier behind the filters")
+    filters: dict[str, DefenseConfig] | None = Field(
+        None, description="bin name -> defence; learned from the candidates when omitted"
+    )
+    candidates: list[DefenseConfig] = Field(
+        default_factory=lambda: [
+            DefenseConfig(name="none"),
+            DefenseConfig(name="median"),
+            DefenseConfig(name="gaussian"),
+        ],
+        min_length=1,
+        description="defences the learned mapping chooses from (ties: the first listed)",
+    )
+    holdout: int = Field(
+        1000, ge=10, description="training images (the last ones) the mapping is learned on"
+    )
+
+
 class ModelConfig(_Strict):
     """A model of the study: one that robustlab trains, or a pretrained one it evaluates.
 
@@ -199,6 +254,12 @@ class ModelConfig(_Strict):
     torchscript: str | None = Field(None, description="a TorchScript file to evaluate")
     ensemble: EnsembleConfig | None = Field(
         None, description="combine other models of the study: {members: [...], combine: ...}"
+    )
+    master_slave: MasterSlaveConfig | None = Field(
+        None, description="ghosh2018's router: {branches: [...], master: <quality network>}"
+    )
+    adaptive_filter: AdaptiveFilterConfig | None = Field(
+        None, description="a detected kind of degradation picks the filter: {detector, model}"
     )
     normalize: NormalizeConfig | None = None
     epochs: list[int] = Field(default_factory=lambda: [10], min_length=1)
@@ -272,7 +333,8 @@ class ModelConfig(_Strict):
                 f"model '{self.name}' needs exactly one of architecture (a registered network "
                 "that robustlab trains), factory ('package.module:name' or 'file.py:name'; "
                 "pretrained with weights, trained without), torchscript (a TorchScript file) "
-                f"or ensemble (other models of the study); it gives {' and '.join(given) or 'none'}"
+                "or a composite of other models of the study (ensemble, master_slave, "
+                f"adaptive_filter); it gives {' and '.join(given) or 'none'}"
             )
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"model '{self.name}': seeds must be distinct, got {self.seeds}")
@@ -299,7 +361,7 @@ class ModelConfig(_Strict):
         for key, (wrong, why) in misplaced.items():
             if wrong:
                 raise ValueError(f"model '{self.name}': {key}: {why}")
-        if self.pretrained or self.ensemble is not None:
+        if self.pretrained or self.composite is not None:
             fields = type(self).model_fields
             changed = [
                 f
@@ -307,7 +369,7 @@ class ModelConfig(_Strict):
                 if getattr(self, f) != fields[f].get_default(call_default_factory=True)
             ]
             if changed:
-                what = "an ensemble of other models" if self.ensemble else "pretrained"
+                what = "built from other models" if self.composite else "pretrained"
                 raise ValueError(
                     f"model '{self.name}' is {what} and evaluated as it is; remove "
                     f"{', '.join(changed)} (robustlab does not train it)"
@@ -320,6 +382,11 @@ class ModelConfig(_Strict):
         return self.strategy.name if self.strategy is not None else "standard"
 
     @property
+    def composite(self) -> str | None:
+        """The composite source this entry uses (``ensemble``, ...), or None."""
+        return next((k for k in _COMPOSITES if getattr(self, k) is not None), None)
+
+    @property
     def pretrained(self) -> bool:
         """Whether the model is evaluated as given (TorchScript, or factory with weights)."""
         return self.torchscript is not None or self.weights is not None
@@ -327,10 +394,10 @@ class ModelConfig(_Strict):
     def ids(self) -> list[str]:
         """The study's ids of this entry.
 
-        ``<name>`` if pretrained or an ensemble, else ``<name>-e<epochs>`` (``-s<seed>`` added
-        per seed when ``seeds`` is given), epochs first.
+        ``<name>`` if pretrained or a composite, else ``<name>-e<epochs>`` (``-s<seed>``
+        added per seed when ``seeds`` is given), epochs first.
         """
-        if self.pretrained or self.ensemble is not None:
+        if self.pretrained or self.composite is not None:
             return [self.name]
         return [f"{self.name}-e{e}{suffix}" for e, _, suffix in self.variants()]
 
@@ -878,50 +945,142 @@ def expand_model_grid(entry: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def model_dependencies(model: ModelConfig, models: list[ModelConfig]) -> list[str]:
-    """The ids ``model`` is built from: its parent, or its ensemble's members (names expanded).
+def _resolve_id(model: ModelConfig, what: str, ref: str, models: list[ModelConfig]) -> list[str]:
+    """The ids ``ref`` names: a model id, or an entry name standing for all its ids."""
+    owner = {i for m in models for i in m.ids()}
+    by_name = {m.name: m for m in models}
+    if ref in owner and ref != model.name:
+        return [ref]
+    if ref in by_name and ref != model.name:
+        return by_name[ref].ids()
+    if ref == model.name:
+        raise ValueError(f"model '{model.name}': a composite cannot be built from itself")
+    raise ValueError(
+        f"model '{model.name}': {what} '{ref}' is not a model id or entry name of this study; "
+        f"valid ids: {', '.join(sorted(owner - {model.name}))}"
+    )
+
+
+def _one_id(model: ModelConfig, what: str, ref: str, models: list[ModelConfig]) -> str:
+    ids = _resolve_id(model, what, ref, models)
+    if len(ids) != 1:
+        raise ValueError(
+            f"model '{model.name}': {what} '{ref}' is an entry with {len(ids)} models "
+            f"({', '.join(ids)}); name one id"
+        )
+    return ids[0]
+
+
+def model_roles(model: ModelConfig, models: list[ModelConfig]) -> list[tuple[str, str]]:
+    """``(role, id)`` of every model ``model`` is built from, in the order its module takes them.
+
+    A trained model's parent (role ``start``, or its strategy's role); an ensemble's members
+    (``member1``, ...; an entry name stands for all its ids); a master-slave router's master
+    (``master``) and branches (``branch1``, ...); an adaptive filter's ``detector`` and
+    ``classifier``.
 
     Raises:
-        ValueError: for an ensemble member that is neither a model id nor an entry name.
+        ValueError: for a reference that is neither a model id nor an entry name, or repeats.
     """
-    if model.ensemble is None:
-        return [model.parent] if model.parent is not None else []
-    by_name = {m.name: m for m in models}
-    owner = {i for m in models for i in m.ids()}
-    ids: list[str] = []
-    for member in model.ensemble.members:
-        if member in owner:
-            ids.append(member)
-        elif member in by_name and member != model.name:
-            ids.extend(by_name[member].ids())
-        else:
-            raise ValueError(
-                f"model '{model.name}': ensemble member '{member}' is not a model id or entry "
-                f"name of this study; valid ids: {', '.join(sorted(owner - {model.name}))}"
-            )
-    if model.name in ids:
-        raise ValueError(f"model '{model.name}': an ensemble cannot be its own member")
+    roles: list[tuple[str, str]]
+    if model.ensemble is not None:
+        ids = [
+            i
+            for ref in model.ensemble.members
+            for i in _resolve_id(model, "ensemble member", ref, models)
+        ]
+        roles = [(f"member{k}", i) for k, i in enumerate(ids, 1)]
+    elif model.master_slave is not None:
+        spec = model.master_slave
+        roles = [("master", _one_id(model, "master", spec.master, models))] if spec.master else []
+        roles += [
+            (f"branch{k}", _one_id(model, "branch", ref, models))
+            for k, ref in enumerate(spec.branches, 1)
+        ]
+    elif model.adaptive_filter is not None:
+        spec_af = model.adaptive_filter
+        roles = [
+            ("detector", _one_id(model, "detector", spec_af.detector, models)),
+            ("classifier", _one_id(model, "model", spec_af.model, models)),
+        ]
+    else:
+        role = model.strategy.parent_role if model.strategy is not None else None
+        return [(role or "start", model.parent)] if model.parent is not None else []
+    ids = [i for _, i in roles]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"model '{model.name}': ensemble members repeat: {ids}")
-    return ids
+        raise ValueError(f"model '{model.name}': the models it is built from repeat: {ids}")
+    return roles
+
+
+def model_dependencies(model: ModelConfig, models: list[ModelConfig]) -> list[str]:
+    """The ids ``model`` is built from (:func:`model_roles` without the roles)."""
+    return [i for _, i in model_roles(model, models)]
+
+
+def _bins_of(entry: ModelConfig) -> list[str] | None:
+    """The bin names of a quality network entry, or None for another kind of model."""
+    if entry.strategy is None or entry.strategy.name != "quality":
+        return None
+    return [b["name"] for b in entry.strategy.params.get("bins", [])]
+
+
+def _check_composite_kinds(m: ModelConfig, models: list[ModelConfig]) -> None:
+    """A composite's quality networks are quality networks, its classifiers classifiers."""
+    owner = {i: e for e in models for i in e.ids()}
+    for role, pid in model_roles(m, models):
+        if m.composite is None:
+            continue
+        bins = _bins_of(owner[pid])
+        wants_quality = role in ("master", "detector")
+        if wants_quality and bins is None:
+            raise ValueError(
+                f"model '{m.name}': {role} '{pid}' must be a quality network (strategy: "
+                "quality, with its bins); it is a classifier"
+            )
+        if not wants_quality and bins is not None:
+            raise ValueError(
+                f"model '{m.name}': {role} '{pid}' is a quality network (strategy quality); "
+                "a composite's members, branches and classifier must be classifiers"
+            )
+    if m.master_slave is not None and m.master_slave.master is not None:
+        master = owner[_one_id(m, "master", m.master_slave.master, models)]
+        bins = _bins_of(master) or []
+        if len(bins) != len(m.master_slave.branches):
+            raise ValueError(
+                f"model '{m.name}': master '{m.master_slave.master}' has {len(bins)} bins "
+                f"({', '.join(bins)}) but {len(m.master_slave.branches)} branches are given; "
+                "give one branch per bin, in the master's bin order"
+            )
+    if m.adaptive_filter is not None and m.adaptive_filter.filters is not None:
+        detector = owner[_one_id(m, "detector", m.adaptive_filter.detector, models)]
+        bins = _bins_of(detector) or []
+        given = list(m.adaptive_filter.filters)
+        if sorted(given) != sorted(bins):
+            raise ValueError(
+                f"model '{m.name}': filters must map every bin of detector "
+                f"'{m.adaptive_filter.detector}' ({', '.join(bins)}) and nothing else; got "
+                f"{', '.join(given) or 'none'}"
+            )
 
 
 def _check_parents(models: list[ModelConfig]) -> None:
     """Every parent is a trained model of the study and no model descends from itself."""
     owner = {i: m for m in models for i in m.ids()}
-    ensembles = {m.name: model_dependencies(m, models) for m in models if m.ensemble is not None}
-    built: set[str] = {m.name for m in models if m.ensemble is None}
-    waiting = dict(ensembles)
-    while waiting:  # ensembles whose members are all built can be built (no cycle)
+    composites = {m.name: model_dependencies(m, models) for m in models if m.composite}
+    built: set[str] = {m.name for m in models if m.composite is None}
+    waiting = dict(composites)
+    while waiting:  # composites whose parts are all built can be built (no cycle)
         ready = [n for n, ids in waiting.items() if all(owner[i].name in built for i in ids)]
         if not ready:
             raise ValueError(
-                f"models {sorted(waiting)}: their ensemble members form a cycle (an ensemble "
-                "cannot contain itself, directly or through another ensemble)"
+                f"models {sorted(waiting)}: the models they are built from form a cycle (a "
+                "composite cannot contain itself, directly or through another composite)"
             )
         for name in ready:
             built.add(name)
             del waiting[name]
+    for m in models:
+        _check_composite_kinds(m, models)
     for m in models:
         if m.parent is None:
             continue
@@ -931,8 +1090,10 @@ def _check_parents(models: list[ModelConfig]) -> None:
                 f"model '{m.name}': parent '{m.parent}' is not a model id of this study; valid: "
                 f"{', '.join(owner)} (ids are <name>-e<epochs> for trained models)"
             )
-        if parent.pretrained or parent.ensemble is not None:
-            kind = "a pretrained model" if parent.pretrained else "an ensemble"
+        if parent.pretrained or parent.composite is not None:
+            kind = (
+                "a pretrained model" if parent.pretrained else f"a composite ({parent.composite})"
+            )
             raise ValueError(
                 f"model '{m.name}': parent '{m.parent}' is {kind}; a parent must be "
                 "one robustlab trains (architecture, or factory without weights)"

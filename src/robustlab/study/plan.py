@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from robustlab.degrade import create_degradation
 from robustlab.models.external import ExternalSource, factory_code_digest
 from robustlab.seeding import derive_seed
-from robustlab.study.config import DatasetConfig, ModelConfig, StudyConfig, model_dependencies
+from robustlab.study.config import DatasetConfig, ModelConfig, StudyConfig, model_roles
 from robustlab.train.loop import TrainingRecipe
 
 #: Dataset parameters that change only how fast the data is read, never the data itself (the
@@ -108,12 +108,19 @@ class PlannedModel:
         r = self.recipe
         if r is None:
             if self.composite is not None:
-                return f"{self.composite['kind']}({self.composite['combine']})"
+                from robustlab.study.composites import describe_composite
+
+                return describe_composite(self.composite)
             return "pretrained"
         if not r.strategy_params:
             return r.strategy
         inner = ", ".join(f"{k}={v}" for k, v in sorted(r.strategy_params.items()))
         return f"{r.strategy}({inner})"
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether the study's parts score this model (a quality network is only built on)."""
+        return self.recipe is None or self.recipe.kind == "classifier"
 
     @property
     def parent_ids(self) -> dict[str, str]:
@@ -294,24 +301,41 @@ def _severity(value: Any) -> float | None:
         return None
 
 
+def _composite_spec(m: ModelConfig) -> dict[str, Any]:
+    """The ``composite`` of a planned composite model: its kind and what its outputs depend on."""
+    if m.ensemble is not None:
+        return {"kind": "ensemble", "combine": m.ensemble.combine}
+    if m.master_slave is not None:
+        decision = "switch" if m.master_slave.master is not None else "max_confidence"
+        return {"kind": "master_slave", "decision": decision}
+    spec = m.adaptive_filter
+    assert spec is not None
+    return {
+        "kind": "adaptive_filter",
+        "filters": None
+        if spec.filters is None
+        else {b: [d.name, dict(d.params)] for b, d in spec.filters.items()},
+        "candidates": [[d.name, dict(d.params)] for d in spec.candidates],
+        "holdout": spec.holdout,
+    }
+
+
 def _planned_models(
     m: ModelConfig,
     dataset: str,
     planned: dict[str, PlannedModel],
-    dependencies: dict[str, list[str]],
+    roles: dict[str, list[tuple[str, str]]],
 ) -> list[PlannedModel]:
     """The study models of one entry; reads and hashes the files a user model comes from.
 
     ``planned`` holds the models planned so far by id; a model with a parent takes the
-    parent's network (architecture and parameters) from there; an ensemble's parents are its
-    members (``dependencies``: entry name -> ids it is built from), roles ``member1``, ...
+    parent's network (architecture and parameters) from there; a composite's parents are the
+    models it is built from (``roles``: entry name -> ``(role, id)``, :func:`model_roles`).
     """
-    if m.ensemble is not None:
-        members = tuple(
-            (f"member{i}", planned[pid]) for i, pid in enumerate(dependencies[m.name], 1)
-        )
-        composite = {"kind": "ensemble", "combine": m.ensemble.combine}
-        return [PlannedModel(m.name, m.name, None, parents=members, composite=composite)]
+    if m.composite is not None:
+        composite = _composite_spec(m)
+        built_from = tuple((role, planned[pid]) for role, pid in roles[m.name])
+        return [PlannedModel(m.name, m.name, None, parents=built_from, composite=composite)]
     mean = m.normalize.mean if m.normalize is not None else None
     std = m.normalize.std if m.normalize is not None else None
     if m.pretrained:
@@ -364,6 +388,7 @@ def _planned_models(
                 betas=m.betas,
                 strategy=m.strategy_name,
                 strategy_params=m.strategy.params if m.strategy is not None else {},
+                kind=TrainingRecipe.kind_of(m.strategy_name),  # type: ignore[arg-type]
             ),
             parents=parents,
         )
@@ -380,14 +405,14 @@ def plan_models(config: StudyConfig) -> list[PlannedModel]:
     planned: dict[str, PlannedModel] = {}
     ordered: list[PlannedModel] = []
     waiting = list(config.models)
-    dependencies = {m.name: model_dependencies(m, config.models) for m in config.models}
+    roles = {m.name: model_roles(m, config.models) for m in config.models}
     while waiting:
-        ready = [m for m in waiting if all(i in planned for i in dependencies[m.name])]
+        ready = [m for m in waiting if all(i in planned for _, i in roles[m.name])]
         if not ready:  # pragma: no cover - the config validator refuses cycles
             raise ValueError(f"unresolvable parents: {[m.name for m in waiting]}")
         entry = ready[0]
         waiting.remove(entry)
-        for model in _planned_models(entry, config.dataset.name, planned, dependencies):
+        for model in _planned_models(entry, config.dataset.name, planned, roles):
             planned[model.id] = model
             ordered.append(model)
     return ordered

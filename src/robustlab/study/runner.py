@@ -153,10 +153,11 @@ def run_study(
     dataset = prepare_dataset(config, data_dir)
     fingerprint = data_fingerprint(dataset)
     models = plan_models(config)
+    evaluated = [m for m in models if m.evaluated]  # quality networks are built on, not scored
     planned = [
         (part, plan)
         for part in study_parts()
-        if (plan := part.plan(config, fingerprint, models)) is not None
+        if (plan := part.plan(config, fingerprint, evaluated)) is not None
     ]
     model_cache = cache or ModelCache()
 

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from robustlab import __version__
-from robustlab.data.base import Dataset
+from robustlab.data.base import Dataset, SplitLike
 from robustlab.errors import ModelError
 from robustlab.models.store import ModelCard, load_model, read_card, save_model
 from robustlab.paths import model_cache_dir
@@ -59,11 +59,18 @@ from robustlab.train.loop import (
     make_optimizer,
     train_epochs,
 )
+from robustlab.train.strategy import Strategy
 
 # Bump when a change to the training loop changes what a recipe produces.
 TRAINING_CODE_VERSION = 1
 
 StartCallback = Callable[[TrainingRecipe, int, int], None]
+
+
+def _score(strategy: Strategy, model: nn.Module, split: SplitLike) -> float:
+    """The card's accuracy on ``split``: the strategy's own score, else top-1 on the labels."""
+    score = strategy.score(model, split)
+    return evaluate_accuracy(model, split) if score is None else score
 
 
 @dataclass(frozen=True)
@@ -236,7 +243,7 @@ class ModelCache:
                 start_epoch=epoch,
                 end_epoch=epoch + 1,
                 on_batch=on_batch,
-                num_classes=dataset.num_classes,
+                num_classes=strategy.outputs(dataset.num_classes),
                 strategy=strategy,
             )
             running = {
@@ -259,7 +266,7 @@ class ModelCache:
             batch_size=recipe.batch_size,
             learning_rate=recipe.learning_rate,
             optimizer=recipe.optimizer,
-            clean_accuracy=evaluate_accuracy(model, dataset.test),
+            clean_accuracy=_score(strategy, model, dataset.test),
             test_size=len(dataset.test),
             train_seconds=round(seconds, 3),
             cache_key=folder.name,
@@ -268,7 +275,7 @@ class ModelCache:
             strategy_params=recipe.strategy_params,
             parents={r: vars(p) for r, p in (parents or {}).items()},
             betas=list(recipe.betas) if recipe.betas is not None else None,
-            train_accuracy=evaluate_accuracy(model, dataset.train),
+            train_accuracy=_score(strategy, model, dataset.train),
             images_seen=images,
         )
         stem = folder / self._stem(recipe.epochs)

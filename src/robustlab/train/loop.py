@@ -35,6 +35,7 @@ from pydantic import (
     SerializerFunctionWrapHandler,
     field_validator,
     model_serializer,
+    model_validator,
 )
 from torch import nn
 
@@ -68,7 +69,9 @@ class TrainingRecipe(BaseModel):
     )
     strategy: str = "standard"
     strategy_params: dict[str, Any] = Field(default_factory=dict)
-    kind: Literal["classifier"] = "classifier"
+    kind: Literal["classifier", "quality"] = Field(
+        "classifier", description="what is trained: a classifier, or a quality network"
+    )
 
     @field_validator("architecture")
     @classmethod
@@ -81,6 +84,15 @@ class TrainingRecipe(BaseModel):
     def _known_strategy(cls, name: str) -> str:
         strategy_entry(name)
         return name
+
+    @model_validator(mode="after")
+    def _kind_of_strategy(self) -> TrainingRecipe:
+        expected = self.kind_of(self.strategy)
+        if self.kind != expected:
+            raise InvalidParameterError(
+                f"strategy '{self.strategy}' trains a {expected}, but the recipe says {self.kind}"
+            )
+        return self
 
     @field_validator("betas")
     @classmethod
@@ -98,6 +110,11 @@ class TrainingRecipe(BaseModel):
             if name in data and data[name] == default:
                 del data[name]
         return data
+
+    @classmethod
+    def kind_of(cls, strategy: str) -> str:
+        """The kind of artefact ``strategy`` trains (``classifier`` or ``quality``)."""
+        return str(getattr(strategy_entry(strategy).factory, "kind", "classifier"))
 
     def build_strategy(self) -> Strategy:
         """The strategy object of this recipe."""

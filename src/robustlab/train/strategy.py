@@ -73,11 +73,17 @@ class Strategy(ABC):
     - ``parent_role``: the role of the parent model the strategy starts from (``"start"``), or
       None for a strategy that trains from scratch.
     - ``version``: bump when a change to the strategy changes what it trains (cache keys).
+    - ``kind``: what the trained artefact is. ``classifier`` (the default) answers the
+      dataset's classes and is evaluated by every part of a study; ``quality`` (a quality
+      network, :mod:`robustlab.train.strategies.quality`) answers other classes of its own
+      (:meth:`outputs`) and is only used by the composites built on it, never scored as a
+      classifier.
     """
 
     depends_on_total_epochs: ClassVar[bool] = False
     parent_role: str | None = None
     version: ClassVar[int] = 1
+    kind: ClassVar[str] = "classifier"
 
     @abstractmethod
     def loss(
@@ -101,6 +107,14 @@ class Strategy(ABC):
     def trainable(self, model: nn.Module) -> list[nn.Parameter]:
         """The parameters the optimizer updates; the others are frozen. All by default."""
         return list(model.parameters())
+
+    def outputs(self, num_classes: int) -> int:
+        """How many logits the trained network has for a dataset of ``num_classes`` classes."""
+        return num_classes
+
+    def score(self, model: nn.Module, split: Any) -> float | None:
+        """The accuracy the model card reports on ``split``; None: top-1 on its labels."""
+        return None
 
     def train_mode(self, model: nn.Module) -> None:
         """Put ``model`` in training mode (frozen parts may stay in eval mode)."""
