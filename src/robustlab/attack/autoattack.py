@@ -12,8 +12,9 @@ left standing:
    target class, bounded at ``eps``;
 4. ``square``: the score-based Square attack (:mod:`robustlab.attack.square`), 5,000 queries,
    the gradient-free check on gradient masking, searched as the reference's batched port
-   does (one window position and sign per iteration for the whole batch, the window schedule
-   not stretched over the budget: ``resc_schedule=False``).
+   does (one window position and sign per iteration for the whole batch, drawn in the
+   reference's range, which never covers the last row and column; the window schedule not
+   stretched over the budget: ``resc_schedule=False``).
 
 That is ``version="standard"``, the reference's sequence with its settings, so that numbers
 compare with published ones (``benchmarks/bench_autoattack.py`` runs both side by side).
@@ -23,11 +24,12 @@ compare with published ones (``benchmarks/bench_autoattack.py`` runs both side b
 6. ``square-per-image``: Square searched as the Square paper's own code does: every image draws
    its own windows and signs, a window that would change nothing is redrawn, and the schedule
    is stretched over the budget. On the adversarially trained Madry MNIST network at eps 0.3
-   this search alone left 72.5% of 200 digits robust where the reference's port left 76.5%;
-   the plus version left 72.0%, robustlab's standard version 72.5% and the reference
-   implementation 75.0% (``benchmarks/README.md``; the 2.5-point gap between the two standard
-   implementations is not explained yet). A study that runs both versions sees in its report
-   where one left more standing ("Did any attack overstate robustness?").
+   this search alone left 72.5% of 200 digits robust where the reference's port left 76.5%.
+   Most of that gap is the reference's window range: its windows never reach the last row
+   and column of the image, and on that network windows reaching the border fool digits
+   the reference's search cannot (``benchmarks/README.md``). A study that runs both
+   versions sees in its report where one left more standing ("Did any attack overstate
+   robustness?").
 
 A sample is robust only if every attack fails on it; the first successful example is kept
 (the per-sample worst case). Later attacks never see a sample an earlier one fooled, which is
@@ -134,8 +136,9 @@ class AutoAttack(Attack):
         channels_last: run convolutions in channels-last order (faster on CPU).
     """
 
-    # 1: FMN in FAB-T's place and Square per image; 2: the reference's sequence (FAB-T, Square).
-    code_version = 2
+    # 1: FMN in FAB-T's place and Square per image; 2: the reference's sequence (FAB-T, Square);
+    # 3: the standard version's Square draws its windows in the reference's range.
+    code_version = 3
 
     def __init__(
         self,
