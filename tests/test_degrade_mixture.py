@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from robustlab.degrade import create_degradation
 from robustlab.errors import InvalidParameterError
+from robustlab.study.config import parse_config
+from robustlab.study.runner import run_study
+from robustlab.train.cache import ModelCache
 from robustlab.train.perturbation import Perturbation
 
 
@@ -50,3 +55,22 @@ def test_training_levels_drive_every_step_of_a_mixture() -> None:
     y = p.apply(torch.zeros(500, 1, 8, 8), torch.Generator().manual_seed(0))
     changed = (y != 0).flatten(1).sum(dim=1)
     assert int(changed.max()) <= 10 and int(changed.min()) == 0  # dead pixels on black: none
+
+
+def test_a_mixture_without_a_grid_is_reported_with_its_examples(tmp_path: Path) -> None:
+    """A mixed test set as is (no swept value) gets a report, examples included."""
+    config = parse_config(
+        {
+            "name": "mixed",
+            "dataset": {"name": "mnist-sample", "train_limit": 200, "test_limit": 50},
+            "models": [{"name": "cnn", "architecture": "lin2022_cnn", "epochs": [1]}],
+            "degradations": [
+                {"name": "one_of", "label": "mixed", "params": {"steps": ["none", "salt_pepper"]}}
+            ],
+            "defenses": ["none", "median"],
+            "examples": 2,
+        }
+    )
+    result = run_study(config, run_dir=tmp_path / "run", cache=ModelCache(tmp_path / "c"))
+    report = (result.run_dir / "report.md").read_text()
+    assert "examples.png" in report and "mixed" in report

@@ -282,7 +282,13 @@ def _example_figure(plan: Plan, store: ResultsStore) -> Figure | None:
                 None if item is None else np.frombuffer(item[0], dtype=np.uint8).reshape(item[1])
             )
         if any(x is not None for x in strips):
-            name = "clean" if s.name == "none" else f"{s.label} {s.severity_name}={s.severity:g}"
+            name = (
+                "clean"
+                if s.name == "none"
+                else s.label
+                if s.severity is None  # a setting without a swept value (a mixture, as is)
+                else f"{s.label} {s.severity_name}={s.severity:g}"
+            )
             rows.append((name, strips))
     if not rows:
         return None
