@@ -33,14 +33,17 @@ PINNED: dict[str, dict[str, tuple[int, str, str]]] = {
         "ghosh2018-mnist": (195, "4b622c3038b7247e", "d649b7ecc73846f1"),
         "ghosh2018-fashion": (195, "24fe0e212920b887", "0ab0c989ac075cf8"),
     },
-    "papers/huang2021-pgd": {"huang2021-pgd": (129, "71e8f9b35267056a", "da406f034422f975")},
+    "papers/huang2021-pgd": {"huang2021-pgd": (129, "c4047ec4b17590f4", "da406f034422f975")},
     "papers/cavey-ablation": {
         "cavey-ablation": (6, "a2fbb6f592576eae", "976e57499dda0ffe"),
         "cavey-ablation-cifar10": (6, "f72ea57c2629218b", "4fbc50f6cb36866d"),
     },
-    "papers/madry-pgd-mnist": {"madry-pgd-mnist": (18, "72bb7d9e398a8441", "6cb2d8ec8c727c87")},
+    "papers/madry-pgd-mnist": {"madry-pgd-mnist": (18, "3206939de157bc6b", "6cb2d8ec8c727c87")},
     "papers/aghdam2016-augmentation": {
         "aghdam2016-augmentation": (30, "ea04d9e4b9f71514", "f09a32a032927045")
+    },
+    "papers/aghdam2016-ensemble": {
+        "aghdam2016-ensemble": (105, "8f51eff015164863", "518121c4dfcc1a66")
     },
     "papers/ghosh2018-strategies": {
         "ghosh2018-strategies-mnist": (36, "85d666001310c15a", "7e6b312e4c968f4b"),
@@ -56,6 +59,16 @@ PINNED: dict[str, dict[str, tuple[int, str, str]]] = {
     "papers/cavey-strategies-full": {
         "cavey-strategies-full-mnist": (18634, "877aec146e260495", "e5bd423fe3e668b5"),
         "cavey-strategies-full-fashion": (18634, "cf4e633304385820", "4fdddbc6c77c2507"),
+    },
+    "papers/ghosh2018-master-slave": {
+        "ghosh2018-master-slave-mnist": (198, "5380cce003720f3b", "424a26cb25b6c52d"),
+        "ghosh2018-master-slave-mnist-attacks": (45, "cd14960d37724b67", "424a26cb25b6c52d"),
+        "ghosh2018-master-slave-fashion": (198, "103f614274c02416", "741659a04ff97edd"),
+        "ghosh2018-master-slave-fashion-attacks": (45, "5926688e8df676cc", "741659a04ff97edd"),
+    },
+    "papers/lin2022-adaptive-filter": {
+        "lin2022-adaptive-filter": (170, "8bd773db934cc97a", "2781dec1701be095"),
+        "lin2022-adaptive-filter-attacks": (20, "0db457d13a2d82af", "2781dec1701be095"),
     },
     "presets/mnist": {"preset-mnist": (26, "4a3137f07b3facd4", "96a721f09658f970")},
     "presets/fashion-mnist": {"preset-fashion-mnist": (26, "26e95d14e9daa58a", "d96154671bc8cfb6")},
@@ -82,7 +95,7 @@ def study_keys(name: str, tmp: str) -> dict[str, tuple[int, str, str]]:
         models = plan_models(config)
         cells: list[str] = []
         for part in study_parts():
-            plan = part.plan(config, "fingerprint", models)
+            plan = part.plan(config, "fingerprint", [m for m in models if m.evaluated])
             if plan is not None:
                 cells += _part_keys(plan)
         model_keys = [
