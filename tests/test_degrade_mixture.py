@@ -74,3 +74,4 @@ def test_a_mixture_without_a_grid_is_reported_with_its_examples(tmp_path: Path) 
     result = run_study(config, run_dir=tmp_path / "run", cache=ModelCache(tmp_path / "c"))
     report = (result.run_dir / "report.md").read_text()
     assert "examples.png" in report and "mixed" in report
+    assert "| defence | no noise | as configured |" in report

@@ -62,8 +62,14 @@ def _error_tables(plan: Plan, stats: dict[StatKey, Stat]) -> list[Block]:
     severities = _severities(plan)
     for model in plan.models:
         blocks.append(Heading(f"{model.id} ({model.length})", 3))
-        for label, (swept, values) in severities.items():
-            header = ["defence", "no noise", *(f"{swept}={v:g}" for v in values)]
+        for label, (swept, swept_values) in severities.items():
+            # A setting without a swept value (a mixture as configured) is one column of its own.
+            values: list[float | None] = list(swept_values) or [None]
+            header = [
+                "defence",
+                "no noise",
+                *("as configured" if v is None else f"{swept}={v:g}" for v in values),
+            ]
             rows = []
             for d in plan.defenses:
                 base_row = [_fmt_errors(stats.get((model.id, d.label, "clean", None)))]
