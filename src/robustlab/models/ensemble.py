@@ -1,4 +1,4 @@
-"""An ensemble of classifiers answering as one (aghdam2016 Section 5).
+"""An ensemble of classifiers answering as one (aghdam2016 Section 4, "Effect of Ensemble").
 
 :class:`Ensemble` wraps K member networks and combines their outputs per input:
 
