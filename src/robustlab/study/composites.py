@@ -161,12 +161,9 @@ def _master_slave(
     card: dict[str, Any] = {
         "branches": [context.parents[f"branch{k}"].id for k in range(1, len(branches) + 1)]
     }
-    bins_of = next(
-        (p for role, p in context.parents.items() if role == "master"),
-        None,
-    )
+    master = context.parents.get("master")
     x, y = _first(context.dataset.test, DIAGNOSTIC_IMAGES, context.device)
-    if bins_of is None:
+    if master is None:  # AMS: no bins to measure against
         routed = router.route(x)
         card["diagnostics"] = {
             "images": len(x),
@@ -175,7 +172,7 @@ def _master_slave(
             ],
         }
         return router, card
-    bins = _bins_of(bins_of)
+    bins = _bins_of(master)
     confusion = torch.zeros(len(bins), len(bins), dtype=torch.long)
     branch_accuracy: list[list[float]] = []
     router_accuracy: list[float] = []
