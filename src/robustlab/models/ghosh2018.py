@@ -36,6 +36,12 @@ from robustlab.errors import ModelError
 from robustlab.models.base import MODELS, input_normalization
 
 
+def _check_side(name: str, image_size: int) -> None:
+    """Two 2x2 poolings: the side must be divisible by 4."""
+    if image_size < 4 or image_size % 4:
+        raise ModelError(f"{name} needs an image size divisible by 4, got {image_size}")
+
+
 @MODELS.register("ghosh2018_mnist", tags=("ghosh2018", "mnist", "28x28"))
 class Ghosh2018MNIST(nn.Module):
     """Four 3x3 convolutions, two poolings, fc6 / fc7 / fc8: 486,394 parameters.
@@ -63,10 +69,7 @@ class Ghosh2018MNIST(nn.Module):
         std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        if image_size < 4 or image_size % 4:
-            raise ModelError(
-                f"ghosh2018_mnist needs an image size divisible by 4, got {image_size}"
-            )
+        _check_side("ghosh2018_mnist", image_size)
         if not 0.0 <= dropout < 1.0:
             raise ModelError(f"ghosh2018_mnist: dropout must be in [0, 1), got {dropout}")
         side = image_size // 4
@@ -127,10 +130,7 @@ class Ghosh2018Quality(nn.Module):
         std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        if image_size < 4 or image_size % 4:
-            raise ModelError(
-                f"ghosh2018_quality needs an image size divisible by 4, got {image_size}"
-            )
+        _check_side("ghosh2018_quality", image_size)
         side = image_size // 4
         self.normalize = input_normalization(in_channels, mean, std)
         self.features = nn.Sequential(
