@@ -12,10 +12,16 @@ For each model it attacks the same first ``--images`` test images with
   issue sets (``autoattack`` must be at least as strong on every image set);
 - ``apgd-ce``: APGD on the cross-entropy, 100 steps, one restart: robustlab's ``apgd``,
   ``torchattacks.APGD`` and the reference ``autoattack.autopgd_base.APGDAttack``;
-- ``autoattack``: the standard version (APGD-CE, APGD-T, FAB-T, Square with 5,000 queries):
-  robustlab's, ``torchattacks.AutoAttack`` and the reference ``autoattack.AutoAttack``; and
-  ``robustlab-plus``, robustlab's plus version (the standard sequence, then FMN and Square
-  searched per image as the Square paper's code does);
+- ``autoattack``: the standard version (APGD-CE, APGD-T and FAB-T with 100 steps and 9
+  targets, Square with 5,000 queries): robustlab's, the reference ``autoattack.AutoAttack``,
+  and torchattacks' components with the reference's settings (``torchattacks-std``: a
+  ``MultiAttack`` of ``APGD``, ``APGDT`` and ``FAB`` with ``steps=100``, ``Square`` with
+  ``resc_schedule=False``); and ``robustlab-plus``, robustlab's plus version (the standard
+  sequence, then FMN and Square searched per image as the Square paper's code does);
+- ``autoattack-10``: ``torchattacks.AutoAttack(version="standard")`` as it ships, whose APGD,
+  APGD-T and FAB run their default 10 steps (not the reference's 100: cheaper and weaker),
+  beside robustlab's standard version with ``steps: 10``, so that its speed has a like-for-like
+  row too;
 
 and prints robust accuracy, seconds and the time ratio peer / robustlab. Every implementation is
 warmed up on a few images first (the first call of a process pays for oneDNN's kernel
@@ -53,6 +59,7 @@ from robustlab.study.plan import plan_models
 from robustlab.train.cache import ModelCache
 
 Run = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+ATTACK_ROWS = ("pgd-40x10", "apgd-ce", "autoattack", "autoattack-10")
 CONFIGS = {
     "quickstart": ("src/robustlab/configs/quickstart.yaml", "cnn-e15", 0.1),
     "madry": ("src/robustlab/configs/papers/madry-pgd-mnist.yaml", "adversarial-e10", 0.3),
@@ -80,7 +87,7 @@ def ours(attack: PGD | APGD | AutoAttack) -> Run:
 
 
 def peers(eps: float, classes: int) -> dict[str, dict[str, Run]]:
-    found: dict[str, dict[str, Run]] = {"apgd-ce": {}, "autoattack": {}}
+    found: dict[str, dict[str, Run]] = {"apgd-ce": {}, "autoattack": {}, "autoattack-10": {}}
     try:
         import torchattacks
 
@@ -90,12 +97,28 @@ def peers(eps: float, classes: int) -> dict[str, dict[str, Run]]:
             return attack(x, y)  # type: ignore[no-any-return]
 
         def ta_auto(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            # As shipped: APGD, APGD-T and FAB with torchattacks' default of 10 steps.
             attack = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard",
                                              n_classes=classes, seed=0)  # fmt: skip
             return attack(x, y)  # type: ignore[no-any-return]
 
+        def ta_standard(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            # The same components with the reference's standard settings.
+            attack = torchattacks.MultiAttack([
+                torchattacks.APGD(model, norm="Linf", eps=eps, steps=100, n_restarts=1,
+                                  loss="ce", seed=0),
+                torchattacks.APGDT(model, norm="Linf", eps=eps, steps=100, n_restarts=1,
+                                   n_classes=classes, seed=0),
+                torchattacks.FAB(model, norm="Linf", eps=eps, steps=100, n_restarts=1,
+                                 multi_targeted=True, n_classes=classes, seed=0),
+                torchattacks.Square(model, norm="Linf", eps=eps, n_queries=5000, n_restarts=1,
+                                    resc_schedule=False, seed=0),
+            ])  # fmt: skip
+            return attack(x, y)  # type: ignore[no-any-return]
+
         found["apgd-ce"]["torchattacks"] = ta_apgd
-        found["autoattack"]["torchattacks"] = ta_auto
+        found["autoattack"]["torchattacks-std"] = ta_standard
+        found["autoattack-10"]["torchattacks"] = ta_auto
     except ImportError:
         print("torchattacks is not installed: run bash benchmarks/setup_peers.sh", file=sys.stderr)
     try:
@@ -153,11 +176,17 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--offset", type=int, default=0, help="skip the first N test images")
     parser.add_argument("--models", default="quickstart,madry")
+    parser.add_argument(
+        "--attacks", default=",".join(ATTACK_ROWS), help="which attack rows to run, comma-separated"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of APGD and PGD")
     parser.add_argument("--autoattack-repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
     args = parser.parse_args()
+    unknown = sorted(set(args.attacks.split(",")) - set(ATTACK_ROWS))
+    if unknown:
+        parser.error(f"unknown --attacks {unknown}; choose from {', '.join(ATTACK_ROWS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(
@@ -176,6 +205,7 @@ def main() -> None:
             ("apgd-ce", "robustlab", ours(APGD(eps=eps, steps=100))),
             ("autoattack", "robustlab", ours(AutoAttack(eps=eps, version="standard"))),
             ("autoattack", "robustlab-plus", ours(AutoAttack(eps=eps, version="plus"))),
+            ("autoattack-10", "robustlab", ours(AutoAttack(eps=eps, version="standard", steps=10))),
         ]
         for attack, implementations in peers(eps, classes).items():
             table += [(attack, peer, run) for peer, run in implementations.items()]
@@ -183,29 +213,31 @@ def main() -> None:
             f"\n{name}: L-inf eps {eps}, test images {args.offset}-{args.offset + len(x) - 1}, "
             f"clean accuracy {clean:.3f}"
         )
-        print(f"{'attack':<12}{'implementation':<16}{'robust acc':>11}{'seconds':>10}{'ratio':>8}")
-        for attack in ("pgd-40x10", "apgd-ce", "autoattack"):
+        print(f"{'attack':<15}{'implementation':<16}{'robust acc':>11}{'seconds':>10}{'ratio':>8}")
+        for attack in args.attacks.split(","):
             runs = [(impl, run) for name, impl, run in table if name == attack]
-            repeats = args.autoattack_repeats if attack == "autoattack" else args.repeats
+            repeats = args.autoattack_repeats if attack.startswith("autoattack") else args.repeats
             for implementation, (accuracy, seconds) in measure_interleaved(
                 runs, model, x, y, repeats
             ).items():
                 rows[f"{attack}/{implementation}"] = {"accuracy": accuracy, "seconds": seconds}
                 base = rows[f"{attack}/robustlab"]["seconds"]
                 print(
-                    f"{attack:<12}{implementation:<16}{100 * accuracy:>10.1f}%{seconds:>10.1f}"
+                    f"{attack:<15}{implementation:<16}{100 * accuracy:>10.1f}%{seconds:>10.1f}"
                     f"{seconds / base:>7.2f}x",
                     flush=True,
                 )
-        auto = rows["autoattack/robustlab"]["accuracy"]
-        pgd = rows["pgd-40x10/robustlab"]["accuracy"]
-        print(
-            f"autoattack at least as strong as pgd-40x10: {auto <= pgd} ({auto:.3f} <= {pgd:.3f})"
-        )
+        if "autoattack/robustlab" in rows and "pgd-40x10/robustlab" in rows:
+            auto = rows["autoattack/robustlab"]["accuracy"]
+            pgd = rows["pgd-40x10/robustlab"]["accuracy"]
+            print(
+                f"autoattack at least as strong as pgd-40x10: {auto <= pgd} "
+                f"({auto:.3f} <= {pgd:.3f})"
+            )
         for mine in ("robustlab", "robustlab-plus"):
-            for peer in ("torchattacks", "reference"):
+            for peer in ("torchattacks-std", "reference"):
                 other = rows.get(f"autoattack/{peer}")
-                if other is not None:
+                if other is not None and f"autoattack/{mine}" in rows:
                     gap = 100 * (rows[f"autoattack/{mine}"]["accuracy"] - other["accuracy"])
                     print(
                         f"autoattack {mine} vs {peer}: {gap:+.1f} points "

@@ -170,6 +170,9 @@ def test_attack_study_runs_reports_and_resumes(tmp_path: Path) -> None:
     for text in ("## Adversarial attacks", "### Sanity flags", "### Worst case per sample",
                  "median (adaptive)", "jpeg: adaptive attacks use BPDA"):  # fmt: skip
         assert text in report
+    # No degradations: one clean-error table instead of a section of empty per-model headings.
+    assert "## Errors on clean images" in report
+    assert "Errors per defence and degradation" not in report
     assert (result.run_dir / "report_files" / "attacks-cnn-e2.png").exists()
 
     again = run_study(config)

@@ -102,6 +102,30 @@ def test_a_training_step_moves_exactly_the_last_k_linear_layers(
             assert torch.equal(after[name], old), f"{name} changed"
 
 
+def test_a_trained_trunk_moves_every_parameter_in_training_mode() -> None:
+    torch.manual_seed(0)
+    model = Small()
+    strategy = create_strategy("finetune", perturbation=NOISE, layers=1, trunk="trained")
+    params = strategy.trainable(model)
+    assert len(params) == len(list(model.parameters()))
+    assert {id(p) for p in params} == {id(p) for p in model.parameters()}
+    # The head comes first (as with a frozen trunk), then the rest once each.
+    assert params[0] is model.classifier[6].weight
+    strategy.train_mode(model)
+    assert all(m.training for m in model.modules())
+    before = {name: t.clone() for name, t in model.named_parameters()}
+    optimizer = torch.optim.SGD(params, lr=0.1)
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    strategy.loss(model, x, torch.arange(6), _context()).backward()  # type: ignore[no-untyped-call]
+    optimizer.step()
+    for name, p in model.named_parameters():
+        if name == "features.0.bias":  # batch norm subtracts it again: its gradient is zero
+            continue
+        assert not torch.equal(p, before[name]), f"{name} was not trained"
+    with pytest.raises(InvalidParameterError, match="trunk must be one of frozen, trained"):
+        create_strategy("finetune", perturbation=NOISE, trunk="shared")
+
+
 def test_train_mode_keeps_frozen_layers_in_eval_mode() -> None:
     model = Small()
     create_strategy("finetune", perturbation=NOISE, layers=2).train_mode(model)

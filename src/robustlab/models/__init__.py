@@ -12,6 +12,7 @@ from robustlab.models.aghdam2016 import Aghdam2016CIFAR10, Aghdam2016GTSRB, Aghd
 from robustlab.models.alexnet import AlexNet
 from robustlab.models.base import MODELS, Normalize, check_logits, create_model
 from robustlab.models.cavey import CaveyCIFAR10, CaveyMNIST
+from robustlab.models.degradation_statistics import DegradationStatistics
 from robustlab.models.external import ExternalSource, load_external_model
 from robustlab.models.ghosh2018 import Ghosh2018MNIST
 from robustlab.models.lin2022 import Lin2022CNN
@@ -29,6 +30,7 @@ __all__ = [
     "AlexNet",
     "CaveyCIFAR10",
     "CaveyMNIST",
+    "DegradationStatistics",
     "ExternalSource",
     "Ghosh2018MNIST",
     "Lin2022CNN",

@@ -96,6 +96,23 @@ def _error_tables(plan: Plan, stats: dict[StatKey, Stat]) -> list[Block]:
     return blocks
 
 
+def _clean_error_table(plan: Plan, stats: dict[StatKey, Stat]) -> Table:
+    """Errors on the clean test images, a row per model and a column per defence."""
+    rows = [
+        [
+            model.id,
+            *(_fmt_errors(stats.get((model.id, d.label, "clean", None))) for d in plan.defenses),
+        ]
+        for model in plan.models
+    ]
+    n = sorted({s.n for k, s in stats.items() if k[2] == "clean"})
+    return Table(
+        ["model", *(d.label for d in plan.defenses)],
+        rows,
+        caption=f"clean test images: errors out of {', '.join(f'{v:,}' for v in n)}",
+    )
+
+
 def headlines(plan: Plan, stats: dict[StatKey, Stat]) -> list[str]:
     """Per model and degradation: the best defence at the bare model's most damaging setting."""
     lines = []
@@ -319,12 +336,15 @@ def degradation_blocks(
         if config.copies > 1
         else ""
     )
-    blocks.append(Heading("Errors per defence and degradation", 2))
-    if copies_note:
-        blocks.append(Paragraph(copies_note.strip()))
-    blocks += _error_tables(plan, stats)
-
     severities = _severities(plan)
+    if severities:
+        blocks.append(Heading("Errors per defence and degradation", 2))
+        if copies_note:
+            blocks.append(Paragraph(copies_note.strip()))
+        blocks += _error_tables(plan, stats)
+    elif len(plan.defenses) > 1:
+        # Clean images only (an attack study): one table, models against defences.
+        blocks += [Heading("Errors on clean images", 2), _clean_error_table(plan, stats)]
     blocks += improvement_tables(plan, stats, severities)
     blocks += mce_table(plan, stats, severities, config.baseline_model)
     blocks += quality_tables(plan, rows, severities)
@@ -354,7 +374,8 @@ def degradation_blocks(
     blocks += training_level_blocks(plan, store, config)
     if classes:
         blocks += scatter_figures(plan, rows, store, classes)
-    examples = _example_figure(plan, store)
+    # Clean images through no defence show nothing the reader has not seen.
+    examples = _example_figure(plan, store) if severities or len(plan.defenses) > 1 else None
     if examples is not None:
         blocks += [Heading("Examples", 2), examples]
     return blocks

@@ -18,6 +18,8 @@ Assumptions where the paper is silent:
 - The whole network stays in eval mode except the trained ``nn.Linear`` layers, so batch-norm
   statistics and dropout do not move; this also switches off a dropout layer that lies
   *between* two trained layers (lin2022's dropout before its output layer when ``layers: 2``).
+- ``trunk: trained`` departs from the paper (whose slave shares one fixed trunk) for users who
+  want the branch's convolutions to adapt too: every parameter is trained, in training mode.
 
 Example:
     >>> import torch
@@ -47,6 +49,9 @@ from robustlab.errors import InvalidParameterError
 from robustlab.train.perturbation import perturbation_from
 from robustlab.train.strategy import STRATEGIES, StepContext, Strategy, cross_entropy
 
+#: What happens to the layers before the fine-tuned Linear layers.
+TRUNKS = ("frozen", "trained")
+
 
 def linear_layers(model: nn.Module) -> list[tuple[str, nn.Linear]]:
     """The qualified names and modules of ``model``'s ``nn.Linear`` layers, in module order."""
@@ -64,11 +69,16 @@ class Finetune(Strategy):
             1 = fc8, 2 = fc67, 3 = fc678); the rest of the network is frozen.
         clean: train on each clean batch together with its degraded copies (``2B`` images per
             step); false trains on the degraded copies only (``B``).
+        trunk: ``frozen`` (ghosh2018: the layers before the trained Linear layers keep the
+            parent's weights, so every model fine-tuned from one parent shares them, and stay
+            in eval mode) or ``trained`` (the whole network is fine-tuned in training mode:
+            the trunk adapts to the degradation too, and is then the model's own).
 
     Raises:
-        InvalidParameterError: for ``layers`` below 1, a non-boolean ``clean`` or a bad
-            ``perturbation``; at :meth:`adapt` / :meth:`trainable` time, for a model with fewer
-            ``nn.Linear`` layers than ``layers``.
+        InvalidParameterError: for ``layers`` below 1, a non-boolean ``clean``, a ``trunk``
+            other than ``frozen`` / ``trained`` or a bad ``perturbation``; at :meth:`adapt` /
+            :meth:`trainable` time, for a model with fewer ``nn.Linear`` layers than
+            ``layers``.
     """
 
     parent_role = "start"
@@ -78,6 +88,7 @@ class Finetune(Strategy):
         perturbation: dict[str, Any],
         layers: int = 1,
         clean: bool = True,
+        trunk: str = "frozen",
     ) -> None:
         if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
             raise InvalidParameterError(
@@ -86,6 +97,10 @@ class Finetune(Strategy):
             )
         if not isinstance(clean, bool):
             raise InvalidParameterError(f"finetune: clean must be true or false, got {clean!r}")
+        if trunk not in TRUNKS:
+            raise InvalidParameterError(
+                f"finetune: trunk must be one of {', '.join(TRUNKS)}, got {trunk!r}"
+            )
         found = perturbation_from(perturbation)
         if found is None:
             raise InvalidParameterError(
@@ -95,6 +110,7 @@ class Finetune(Strategy):
         self.perturbation = found
         self.layers = layers
         self.clean = clean
+        self.trunk = trunk
 
     def _trained(self, model: nn.Module) -> list[nn.Linear]:
         found = linear_layers(model)
@@ -113,13 +129,21 @@ class Finetune(Strategy):
         return model
 
     def trainable(self, model: nn.Module) -> list[nn.Parameter]:
-        """The weights and biases of the last ``layers`` ``nn.Linear`` layers."""
-        return [p for layer in self._trained(model) for p in layer.parameters()]
+        """The last ``layers`` Linear layers' weights and biases (every one, trunk trained)."""
+        head = [p for layer in self._trained(model) for p in layer.parameters()]
+        if self.trunk == "frozen":
+            return head
+        chosen = {id(p) for p in head}
+        return head + [p for p in model.parameters() if id(p) not in chosen]
 
     def train_mode(self, model: nn.Module) -> None:
-        """Eval mode for the whole network, training mode for the trained Linear layers."""
+        """Eval mode except the trained Linear layers (the whole network, trunk trained)."""
+        layers = self._trained(model)
+        if self.trunk == "trained":
+            model.train()
+            return
         model.eval()
-        for layer in self._trained(model):
+        for layer in layers:
             layer.train()
 
     def loss(
