@@ -183,6 +183,11 @@ def main() -> None:
     parser.add_argument("--autoattack-repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
+    parser.add_argument(
+        "--implementations",
+        default=None,
+        help="only these implementations, comma-separated (e.g. robustlab,reference)",
+    )
     args = parser.parse_args()
     unknown = sorted(set(args.attacks.split(",")) - set(ATTACK_ROWS))
     if unknown:
@@ -215,13 +220,20 @@ def main() -> None:
         )
         print(f"{'attack':<15}{'implementation':<16}{'robust acc':>11}{'seconds':>10}{'ratio':>8}")
         for attack in args.attacks.split(","):
-            runs = [(impl, run) for name, impl, run in table if name == attack]
+            runs = [
+                (impl, run)
+                for name, impl, run in table
+                if name == attack
+                and (args.implementations is None or impl in args.implementations.split(","))
+            ]
+            if not runs:
+                continue
             repeats = args.autoattack_repeats if attack.startswith("autoattack") else args.repeats
             for implementation, (accuracy, seconds) in measure_interleaved(
                 runs, model, x, y, repeats
             ).items():
                 rows[f"{attack}/{implementation}"] = {"accuracy": accuracy, "seconds": seconds}
-                base = rows[f"{attack}/robustlab"]["seconds"]
+                base = rows.get(f"{attack}/robustlab", {"seconds": seconds})["seconds"]
                 print(
                     f"{attack:<15}{implementation:<16}{100 * accuracy:>10.1f}%{seconds:>10.1f}"
                     f"{seconds / base:>7.2f}x",
