@@ -65,6 +65,7 @@ PINNED: dict[str, dict[str, tuple[int, str, str]]] = {
         "ghosh2018-master-slave-mnist-attacks": (63, "94f7fd2e71965b32", "424a26cb25b6c52d"),
         "ghosh2018-master-slave-fashion": (198, "103f614274c02416", "741659a04ff97edd"),
         "ghosh2018-master-slave-fashion-attacks": (63, "54b362de188ffa9b", "741659a04ff97edd"),
+        "ghosh2018-master-slave-joint-mnist": (132, "5a7ce9ab921dbc75", "424a26cb25b6c52d"),
     },
     "papers/lin2022-adaptive-filter": {
         "lin2022-adaptive-filter": (170, "8bd773db934cc97a", "2781dec1701be095"),

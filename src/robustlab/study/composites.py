@@ -35,6 +35,7 @@ from robustlab.defend import create_defense
 from robustlab.models.adaptive_filter import AdaptiveFilter
 from robustlab.models.ensemble import Ensemble
 from robustlab.models.master_slave import MasterSlave
+from robustlab.models.shared_trunk import Branch, SharedTrunkBranches
 from robustlab.seeding import derive_seed, make_generator
 from robustlab.study.plan import PlannedModel
 from robustlab.train.bins import DegradationBins
@@ -154,13 +155,22 @@ def _ensemble(
 def _master_slave(
     parents: dict[str, nn.Module], spec: dict[str, Any], context: CompositeContext
 ) -> tuple[nn.Module, dict[str, Any]]:
-    branches = [
-        parents[f"branch{k}"] for k in range(1, len(parents) + 1) if f"branch{k}" in parents
-    ]
+    branches: list[nn.Module] = []
+    names: list[str] = []
+    for k in range(1, len(parents) + 1):
+        if f"branch{k}" not in parents:
+            continue
+        network, planned = parents[f"branch{k}"], context.parents[f"branch{k}"]
+        if isinstance(network, SharedTrunkBranches):  # joint_branches: every branch of it
+            assert planned.recipe is not None
+            heads = [b["name"] for b in planned.recipe.strategy_params["bins"]]
+            branches += [Branch(network, j) for j in range(network.branches)]
+            names += [f"{planned.id}/{b}" for b in heads]
+        else:
+            branches.append(network)
+            names.append(planned.id)
     router = MasterSlave(branches, parents.get("master")).to(context.device).eval()
-    card: dict[str, Any] = {
-        "branches": [context.parents[f"branch{k}"].id for k in range(1, len(branches) + 1)]
-    }
+    card: dict[str, Any] = {"branches": names}
     master = context.parents.get("master")
     x, y = _first(context.dataset.test, DIAGNOSTIC_IMAGES, context.device)
     if master is None:  # AMS: no bins to measure against

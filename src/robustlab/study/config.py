@@ -190,7 +190,9 @@ class MasterSlaveConfig(_Strict):
     """
 
     branches: list[str] = Field(
-        min_length=2, description="model ids, one per bin in the master's bin order"
+        min_length=1,
+        description="model ids, one per bin in the master's bin order; a model trained by "
+        "joint_branches stands for all of its branches",
     )
     master: str | None = Field(
         None, description="id of a quality network choosing the branch (MS); none: AMS"
@@ -1024,6 +1026,13 @@ def _bins_of(entry: ModelConfig) -> list[str] | None:
     return [b["name"] for b in entry.strategy.params.get("bins", [])]
 
 
+def _branches_of(entry: ModelConfig) -> list[str] | None:
+    """The bin names of a ``joint_branches`` entry (one branch each), or None for another."""
+    if entry.strategy is None or entry.strategy.name != "joint_branches":
+        return None
+    return [b["name"] for b in entry.strategy.params.get("bins", [])]
+
+
 def _check_composite_kinds(m: ModelConfig, models: list[ModelConfig]) -> None:
     """A composite's quality networks are quality networks, its classifiers classifiers."""
     owner = {i: e for e in models for i in e.ids()}
@@ -1042,15 +1051,36 @@ def _check_composite_kinds(m: ModelConfig, models: list[ModelConfig]) -> None:
                 f"model '{m.name}': {role} '{pid}' is a quality network (strategy quality); "
                 "a composite's members, branches and classifier must be classifiers"
             )
-    if m.master_slave is not None and m.master_slave.master is not None:
-        master = owner[_one_id(m, "master", m.master_slave.master, models)]
-        bins = _bins_of(master) or []
-        if len(bins) != len(m.master_slave.branches):
+    if m.master_slave is not None:
+        branches: list[str] = []  # a name per branch: the bin of a joint network, else its id
+        for ref in m.master_slave.branches:
+            pid = _one_id(m, "branch", ref, models)
+            joint = _branches_of(owner[pid])
+            branches += joint if joint is not None else [pid]
+        if len(branches) < 2:
             raise ValueError(
-                f"model '{m.name}': master '{m.master_slave.master}' has {len(bins)} bins "
-                f"({', '.join(bins)}) but {len(m.master_slave.branches)} branches are given; "
-                "give one branch per bin, in the master's bin order"
+                f"model '{m.name}': a master-slave router needs at least two branches, got "
+                f"{len(branches)} ({', '.join(branches)}); list two models or one trained by "
+                "joint_branches"
             )
+        if m.master_slave.master is not None:
+            master = owner[_one_id(m, "master", m.master_slave.master, models)]
+            bins = _bins_of(master) or []
+            if len(bins) != len(branches):
+                raise ValueError(
+                    f"model '{m.name}': master '{m.master_slave.master}' has {len(bins)} bins "
+                    f"({', '.join(bins)}) but {len(branches)} branches are given "
+                    f"({', '.join(branches)}); give one branch per bin, in the master's bin "
+                    "order"
+                )
+            for ref in m.master_slave.branches:
+                joint = _branches_of(owner[_one_id(m, "branch", ref, models)])
+                if joint is not None and len(m.master_slave.branches) == 1 and joint != bins:
+                    raise ValueError(
+                        f"model '{m.name}': branch model '{ref}' was trained on the bins "
+                        f"{', '.join(joint)} but master '{m.master_slave.master}' predicts "
+                        f"{', '.join(bins)}; train both on the same bins, in the same order"
+                    )
     if m.adaptive_filter is not None and m.adaptive_filter.filters is not None:
         detector = owner[_one_id(m, "detector", m.adaptive_filter.detector, models)]
         bins = _bins_of(detector) or []

@@ -61,6 +61,17 @@ def dataset_key(dataset: DatasetConfig) -> dict[str, Any]:
     return dumped
 
 
+def _compact(value: Any) -> str:
+    """A parameter for one line: a list of named mappings (degradation bins) by its names."""
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, dict) and isinstance(v.get("name"), str) for v in value)
+    ):
+        return "[" + ", ".join(v["name"] for v in value) + "]"
+    return str(value)
+
+
 @dataclass(frozen=True)
 class PlannedModel:
     """One model of the study: trained (``<name>-e<epochs>``) or pretrained (``<name>``).
@@ -114,7 +125,7 @@ class PlannedModel:
             return "pretrained"
         if not r.strategy_params:
             return r.strategy
-        inner = ", ".join(f"{k}={v}" for k, v in sorted(r.strategy_params.items()))
+        inner = ", ".join(f"{k}={_compact(v)}" for k, v in sorted(r.strategy_params.items()))
         return f"{r.strategy}({inner})"
 
     @property
