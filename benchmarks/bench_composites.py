@@ -10,7 +10,8 @@ kind, then the classifier). For each, on real MNIST test digits (``$ROBUSTLAB_DA
   router branch 1, the adaptive filter's classifier), a plain forward pass;
 - **robustlab**: the composite module's forward pass without gradients (inference);
 - **plain**: the same composite written out by hand in plain PyTorch (the floor: what the
-  composite must cost at least);
+  composite must cost at least; for the router over a ``joint_branches`` network, three
+  separate networks holding its trunk and heads);
 - **attack step**: one forward and backward pass to the input with gradients, the cost of
   one step of a white-box attack through the whole composite (the soft-decision surrogate),
   against the same step on the single network.
@@ -48,6 +49,7 @@ from robustlab.models import create_model
 from robustlab.models.adaptive_filter import AdaptiveFilter
 from robustlab.models.ensemble import Ensemble
 from robustlab.models.master_slave import MasterSlave
+from robustlab.models.shared_trunk import Branch, SharedTrunkBranches
 
 
 def _images(count: int) -> torch.Tensor:
@@ -154,6 +156,18 @@ def main() -> None:
         create_defense("gaussian", sigma=1.0),
         create_defense("jpeg", quality=50),
     ]
+    # ghosh2018's slave as one network (joint_branches): one trunk, three fc6-fc8 heads; the
+    # floor is three separate networks holding the same weights.
+    joint = SharedTrunkBranches(_net("ghosh2018_mnist", 0), branches=3, layers=3).eval()
+    with torch.no_grad():
+        for p in joint.heads.parameters():
+            p.mul_(1.5)
+    joint_copies = [joint.base]
+    for k in (1, 2):
+        copy = _net("ghosh2018_mnist", 0)
+        for name, layer in zip(joint.head_names, joint.head_modules(k), strict=True):
+            copy.get_submodule(name).load_state_dict(layer.state_dict())
+        joint_copies.append(copy)
     cases: dict[str, tuple[nn.Module, nn.Module, Callable[[torch.Tensor], torch.Tensor]]] = {
         f"ensemble of {args.members} (probability)": (
             members[0],
@@ -164,6 +178,11 @@ def main() -> None:
             branches[0],
             MasterSlave(branches, master).eval(),
             _plain_ms(master, branches),
+        ),
+        "MS over a joint trunk (3 heads)": (
+            joint.base,
+            MasterSlave([Branch(joint, k) for k in range(3)], master).eval(),
+            _plain_ms(master, joint_copies),
         ),
         "master-slave AMS (3 branches)": (
             branches[0],
