@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from rich.console import Console
 from typer.testing import CliRunner
 
 from robustlab.cli import app
+from robustlab.study.progress import RichProgress
 
 runner = CliRunner()
 
@@ -104,3 +107,10 @@ def test_run_reports_config_errors(tmp_path: Path) -> None:
 def test_report_on_empty_folder(tmp_path: Path) -> None:
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "results.sqlite" in result.output
+
+
+def test_progress_lines_keep_square_brackets() -> None:
+    console = Console(file=io.StringIO(), width=200)
+    RichProgress(console).log("trained slave-e3 (joint_branches(bins=[clean, jpeg], layers=3))")
+    output = console.file.getvalue()
+    assert "bins=[clean, jpeg]" in output

@@ -59,7 +59,7 @@ DataDir = Annotated[
 
 
 def _fail(err: Exception) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {err}", highlight=False)
+    errors.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
     return typer.Exit(code=2)
 
 

@@ -86,4 +86,5 @@ class RichProgress(SilentProgress):
 
     def log(self, message: str) -> None:
         """Print a line above the bars."""
-        self._bars.console.print(message)
+        # Plain text: messages quote lists ("bins=[clean, jpeg]") that rich would eat as markup.
+        self._bars.console.print(message, markup=False, highlight=False)
