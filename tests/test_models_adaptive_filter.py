@@ -57,5 +57,6 @@ def test_detector_and_filters_must_agree_in_number() -> None:
     with pytest.raises(InvalidParameterError, match="at least one filter"):
         AdaptiveFilter(ImpulseDetector(), nn.Identity(), [])
     pipeline = AdaptiveFilter(ImpulseDetector(), nn.Identity(), [create_defense("none")] * 3)
-    with pytest.raises(InvalidParameterError, match="map one filter to every kind"):
-        pipeline.route(_batch())
+    for call in (pipeline.route, pipeline, lambda x: pipeline(x.requires_grad_(True))):
+        with pytest.raises(InvalidParameterError, match="map one filter to every kind"):
+            call(_batch())

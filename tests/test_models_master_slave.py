@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from robustlab.attack import PGD
 from robustlab.errors import InvalidParameterError
 from robustlab.models.master_slave import MasterSlave
 
@@ -81,5 +82,45 @@ def test_router_refuses_fewer_than_two_branches_and_a_master_of_the_wrong_width(
     with pytest.raises(InvalidParameterError, match="at least two branches"):
         MasterSlave([Constant([1.0, 0.0])])
     router = MasterSlave([Constant([1.0, 0.0])] * 3, Brightness())
-    with pytest.raises(InvalidParameterError, match="one logit per branch"):
-        router(_images().requires_grad_(True))
+    # The same clear error with gradients (an attack), without them (inference) and routing.
+    for call in (lambda x: router(x.requires_grad_(True)), router, router.route):
+        with pytest.raises(InvalidParameterError, match="one logit per branch"):
+            call(_images())
+    # An empty batch: no image to route, the branches' width.
+    with torch.no_grad():
+        assert MasterSlave([Constant([1.0, 0.0])] * 2, Brightness())(_images()[:0]).shape == (0, 2)
+
+
+def test_an_adaptive_attack_reroutes_a_saturated_master_to_the_weak_branch() -> None:
+    """The master's switch hides the weak branch from the hard gradient, not from the surrogate.
+
+    Dark images go to a branch that answers class 0 whatever the input (right for them, and
+    no gradient at all); bright ones to a branch that answers class 2. The master is saturated
+    (its weight on the other branch is about 1e-7), yet PGD through the soft switch brightens
+    the images across the master's threshold and every one ends in the wrong branch, while the
+    same attack on the branch alone (what an attacker unaware of the router sees) cannot move.
+    """
+
+    class SaturatedBrightness(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            m = x.flatten(1).mean(dim=1)
+            return torch.stack([(0.5 - m) * 80, (m - 0.5) * 80], dim=1)
+
+    right, wrong = Constant([6.0, 0.0, 0.0]), Constant([0.0, 0.0, 6.0])
+    with torch.no_grad():
+        right.weight.zero_()  # its answer does not depend on the input
+    router = MasterSlave([right, wrong], SaturatedBrightness()).eval()
+    x = torch.full((4, 1, 4, 4), 0.3)
+    y = torch.zeros(4, dtype=torch.long)
+    with torch.no_grad():
+        assert (router(x).argmax(dim=1) == y).all()
+    attack = PGD(eps=0.3, steps=10)
+    adversarial = attack(router, x, y, torch.Generator().manual_seed(0))
+    assert router.route(adversarial).tolist() == [1, 1, 1, 1]
+    with torch.no_grad():
+        assert (router(adversarial).argmax(dim=1) == 2).all()
+    # Routing, not the branch, is where this router breaks: the branch alone gives nothing.
+    transferred = attack(right, x, y, torch.Generator().manual_seed(0))
+    assert router.route(transferred).tolist() == [0, 0, 0, 0]
+    with torch.no_grad():
+        assert (router(transferred).argmax(dim=1) == y).all()

@@ -77,16 +77,20 @@ class AdaptiveFilter(nn.Module):
         """The model an attacker unaware of the filters attacks: the bare classifier."""
         return self.classifier
 
+    def _detector_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The detector's logits ``(N, kinds)``, checked to hold one kind per filter."""
+        logits: torch.Tensor = self.detector(x)
+        if logits.ndim != 2 or logits.shape[1] != len(self.filters):
+            raise InvalidParameterError(
+                f"the detector gives {tuple(logits.shape)} outputs for {len(self.filters)} "
+                "filters; map one filter to every kind"
+            )
+        return logits
+
     @torch.no_grad()
     def route(self, x: torch.Tensor) -> torch.Tensor:
         """The kind (filter index) chosen for each image, ``(N,)`` long."""
-        logits = self.detector(x)
-        if logits.shape[1] != len(self.filters):
-            raise InvalidParameterError(
-                f"the detector gives {logits.shape[1]} kinds for {len(self.filters)} filters; "
-                "map one filter to every kind"
-            )
-        return logits.argmax(dim=1)  # type: ignore[no-any-return]
+        return self._detector_logits(x).argmax(dim=1)
 
     @torch.no_grad()
     def clean(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,7 +107,7 @@ class AdaptiveFilter(nn.Module):
         """The classifier's logits on the filtered images (a soft-choice gradient, see above)."""
         if not torch.is_grad_enabled():
             return self.classifier(self.clean(x))  # type: ignore[no-any-return]
-        weights = self.detector(x).softmax(dim=1)
+        weights = self._detector_logits(x).softmax(dim=1)
         filtered = torch.stack([_through(f, x) for f in self.filters], dim=1)
         chosen = weights.argmax(dim=1)
         hard = filtered[torch.arange(len(x), device=x.device), chosen]

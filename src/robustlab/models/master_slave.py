@@ -21,7 +21,11 @@ moving the input could route it to a weaker branch. When gradients are needed (a
 softmax over the branches' confidences (AMS): a straight-through surrogate in the spirit of
 BPDA (Athalye et al. 2018) that lets the attack push the routing and every branch at once.
 Without gradients only the chosen branch runs on each image (MS), so inference costs one
-master and one branch per image.
+master and one branch per image. A limit to know: a saturated master gives the routing a tiny
+share of the gradient; where the chosen branch's own gradient points elsewhere, an L-inf sign
+step follows the branch and the router can look stronger than it is. The attack studies
+therefore also attack every branch alone and use a margin loss (APGD-DLR); ``autoattack``'s
+Square needs no gradient at all.
 
 Example:
     >>> import torch
@@ -81,23 +85,29 @@ class MasterSlave(nn.Module):
         """Every branch's log-probabilities, ``(N, K, classes)``."""
         return torch.stack([b(x).log_softmax(dim=1) for b in self.branches], dim=1)
 
+    def _master_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The master's logits ``(N, K)``, checked to hold one logit per branch."""
+        assert self.master is not None
+        logits: torch.Tensor = self.master(x)
+        if logits.ndim != 2 or logits.shape[1] != len(self.branches):
+            raise InvalidParameterError(
+                f"the master gives {tuple(logits.shape)} outputs for {len(self.branches)} "
+                "branches; it needs one logit per branch (a quality network with one bin per "
+                "branch)"
+            )
+        return logits
+
     def _weights(self, x: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
         """Log-weights ``(N, K)`` of the soft decision: master probabilities or confidences."""
         if self.master is not None:
-            logits = self.master(x)
-            if logits.shape != log_probs.shape[:2]:
-                raise InvalidParameterError(
-                    f"the master gives {tuple(logits.shape)} outputs for {len(self.branches)} "
-                    "branches; it needs one logit per branch"
-                )
-            return logits.log_softmax(dim=1)  # type: ignore[no-any-return]
+            return self._master_logits(x).log_softmax(dim=1)
         return log_probs.amax(dim=2).log_softmax(dim=1)
 
     @torch.no_grad()
     def route(self, x: torch.Tensor) -> torch.Tensor:
         """The branch that answers each image, ``(N,)`` long."""
         if self.master is not None:
-            return self.master(x).argmax(dim=1)  # type: ignore[no-any-return]
+            return self._master_logits(x).argmax(dim=1)
         return self._all(x).amax(dim=2).argmax(dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -116,6 +126,8 @@ class MasterSlave(nn.Module):
             log_probs = self._all(x)
             chosen = log_probs.amax(dim=2).argmax(dim=1)
             return log_probs[torch.arange(len(x), device=x.device), chosen]
+        if len(x) == 0:
+            return self._all(x)[:, 0]  # the branches say how many classes an empty batch has
         chosen = self.route(x)
         out: torch.Tensor | None = None
         for k, branch in enumerate(self.branches):
@@ -126,5 +138,5 @@ class MasterSlave(nn.Module):
             if out is None:
                 out = answer.new_empty((len(x), answer.shape[1]))
             out[index] = answer
-        assert out is not None
+        assert out is not None  # every image routes to a branch: route() checked the width
         return out
