@@ -133,3 +133,8 @@ def test_bad_members_and_combinations_are_refused() -> None:
     mixed = Ensemble([_members(1, classes=3)[0], _members(1, classes=4)[0]])
     with pytest.raises(ModelError, match="different output shapes"):
         mixed(torch.rand(2, 1, 4, 4))
+
+
+def test_an_oblivious_attacker_sees_the_first_member() -> None:
+    members = [nn.Linear(4, 3), nn.Linear(4, 3)]
+    assert Ensemble(members).oblivious_source is members[0]

@@ -67,6 +67,7 @@ def _study() -> dict[str, Any]:
                 **quick,
             },
             {"name": "adaptive", "adaptive_filter": {"detector": "kind", "model": "base"}},
+            {"name": "ens", "ensemble": {"members": ["base", "jpeg"]}},
             {
                 "name": "mapped",
                 "adaptive_filter": {
@@ -95,7 +96,7 @@ def test_quality_networks_are_artefacts_without_cells(routed: tuple[Path, dict[s
     run_dir, models = routed
     store = ResultsStore(run_dir / "results.sqlite")
     scored = {r.model for r in store.cells()}
-    assert scored == {"base-e2", "jpeg-e1", "ms", "ams", "adaptive", "mapped"}
+    assert scored == {"base-e2", "jpeg-e1", "ms", "ams", "adaptive", "ens", "mapped"}
     assert models["master-e2"]["card"]["clean_accuracy"] > 0.8  # bin accuracy, clean vs JPEG
     assert models["ms"]["card"]["parents"] == {
         "master": "master-e2",
@@ -143,7 +144,7 @@ def test_composites_are_attacked_through_the_whole_pipeline_and_by_transfer(
     store = ResultsStore(run_dir / "results.sqlite")
     attacked = {(r.model, r.protocol): r for r in store.cells() if r.kind == "attack"}
     clean = {r.model: r.accuracy for r in store.cells() if r.setting_name == "none"}
-    for model in ("ms", "ams", "adaptive"):
+    for model in ("ms", "ams", "adaptive", "ens"):
         oblivious, adaptive = attacked[(model, "oblivious")], attacked[(model, "adaptive")]
         assert oblivious.key != adaptive.key
         # White-box through the router or filter: the attack takes real accuracy away, at

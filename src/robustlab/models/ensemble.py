@@ -101,6 +101,11 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.combine = check_combine(combine)
 
+    @property
+    def oblivious_source(self) -> nn.Module:
+        """The model an attacker unaware of the ensemble attacks: its first member."""
+        return self.members[0]
+
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Every member's logits, stacked: ``(K, N, classes)``.
 

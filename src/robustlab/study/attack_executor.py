@@ -57,7 +57,7 @@ from robustlab.defend import create_defense
 from robustlab.metrics import psnr
 from robustlab.seeding import derive_seed, make_generator
 from robustlab.study.artefacts import ArtefactProvider
-from robustlab.study.composites import oblivious_role
+from robustlab.study.composites import oblivious_key
 from robustlab.study.config import StudyConfig
 from robustlab.study.plan import (
     DefenseSetting,
@@ -251,7 +251,7 @@ def make_attack_plan(
                     adaptive = (
                         {"gradient": setting.gradient, "eot": setting.eot_samples}
                         if protocol == "adaptive"
-                        else {"source": oblivious_role(model.composite)}
+                        else oblivious_key(model.composite)
                         if model.composite is not None
                         else {}
                     )

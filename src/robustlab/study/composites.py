@@ -85,6 +85,19 @@ OBLIVIOUS_ROLES = {
 }
 
 
+#: Version of a kind's oblivious source in the cell keys (kept out of the key while 0).
+#: Ensembles are 1: before it their oblivious cells were crafted on the whole ensemble (the
+#: model had no ``oblivious_source``), so those results must not be reused.
+OBLIVIOUS_SOURCE_VERSIONS = {"ensemble": 1}
+
+
+def oblivious_key(composite: dict[str, Any]) -> dict[str, Any]:
+    """What an oblivious cell's key records about the source of a composite's examples."""
+    kind = composite["kind"]
+    version = OBLIVIOUS_SOURCE_VERSIONS.get(kind, 0)
+    return {"source": OBLIVIOUS_ROLES[kind], **({"source_version": version} if version else {})}
+
+
 def oblivious_role(composite: dict[str, Any]) -> str:
     """The role of the parent that oblivious attacks on ``composite`` are crafted on."""
     return OBLIVIOUS_ROLES[composite["kind"]]
