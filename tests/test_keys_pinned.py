@@ -44,7 +44,7 @@ PINNED: dict[str, dict[str, tuple[int, str, str]]] = {
     },
     "papers/aghdam2016-ensemble": {
         "aghdam2016-ensemble": (105, "8f51eff015164863", "518121c4dfcc1a66"),
-        "aghdam2016-ensemble-attacks": (35, "37ed1d13533a1e04", "518121c4dfcc1a66"),
+        "aghdam2016-ensemble-attacks": (49, "400b0e6e9ef98933", "518121c4dfcc1a66"),
     },
     "papers/ghosh2018-strategies": {
         "ghosh2018-strategies-mnist": (36, "85d666001310c15a", "7e6b312e4c968f4b"),
