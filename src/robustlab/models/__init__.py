@@ -13,6 +13,7 @@ from robustlab.models.alexnet import AlexNet
 from robustlab.models.base import MODELS, Normalize, check_logits, create_model
 from robustlab.models.cavey import CaveyCIFAR10, CaveyMNIST
 from robustlab.models.degradation_statistics import DegradationStatistics
+from robustlab.models.denoisers import AdvFilter, Denoiser
 from robustlab.models.external import ExternalSource, load_external_model
 from robustlab.models.ghosh2018 import Ghosh2018MNIST
 from robustlab.models.lin2022 import Lin2022CNN
@@ -24,6 +25,7 @@ from robustlab.models.vgg import VGG16
 __all__ = [
     "MODELS",
     "VGG16",
+    "AdvFilter",
     "Aghdam2016CIFAR10",
     "Aghdam2016GTSRB",
     "Aghdam2016MNIST",
@@ -31,6 +33,7 @@ __all__ = [
     "CaveyCIFAR10",
     "CaveyMNIST",
     "DegradationStatistics",
+    "Denoiser",
     "ExternalSource",
     "Ghosh2018MNIST",
     "Lin2022CNN",

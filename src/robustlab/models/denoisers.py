@@ -88,6 +88,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustlab.errors import InvalidParameterError
+from robustlab.models.base import MODELS
 
 DenoiseMode = Literal["filtering", "additive"]
 
@@ -395,6 +396,7 @@ def _denoise(
     return out.clamp(0.0, 1.0) if clamp else out
 
 
+@MODELS.register("huang2021_denoiser", tags=("huang2021", "denoiser"))
 class Denoiser(nn.Module):
     """An additive (Eq. 6) or filtering (Eq. 7) pixel denoiser, with one head or several.
 
@@ -682,6 +684,7 @@ class AdvFilterParts(NamedTuple):
     kernels_m: torch.Tensor
 
 
+@MODELS.register("huang2021_advfilter", tags=("huang2021", "denoiser"))
 class AdvFilter(nn.Module):
     """Predictive perturbation-aware filtering (Sec. 4): a :class:`YNet` fused by a weight map.
 

@@ -10,7 +10,10 @@ bin, and stores it on the model card; this module turns it into tables:
   the bin;
 - an adaptive filter: the mapping from kind to filter and, when the mapping was learned, the
   accuracy of every candidate filter per kind on the training images it was learned on; the
-  detector's confusion matrix and the pipeline's accuracy per kind.
+  detector's confusion matrix and the pipeline's accuracy per kind;
+- classifiers behind a denoiser (huang2021): what the denoiser costs on clean images (the
+  classifier's accuracy bare and behind it, PSNR and SSIM of the denoised clean images), and
+  which classifier each denoiser was trained for.
 
 Example:
     >>> card = {"kind": "master_slave", "decision": "switch", "branches": ["a", "b"],
@@ -132,15 +135,58 @@ def _adaptive_filter(model_id: str, card: dict[str, Any]) -> list[Block]:
     return blocks
 
 
+def _denoised(cards: dict[str, dict[str, Any]]) -> list[Block]:
+    """One table: every classifier behind a denoiser, on clean test images."""
+    rows = []
+    for model_id, card in cards.items():
+        d = card.get("diagnostics", {})
+        trained_for = card.get("trained_for")
+        own = trained_for == card.get("classifier")
+        rows.append(
+            [
+                model_id,
+                card.get("denoiser", ""),
+                card.get("classifier", "") + ("" if own else f" (trained for {trained_for})"),
+                _pct(d["clean_accuracy_bare"]),
+                _pct(d["clean_accuracy_denoised"]),
+                f"{d['psnr_denoised_clean']:.1f}",
+                f"{d['ssim_denoised_clean']:.3f}",
+            ]
+        )
+    images = next(iter(cards.values())).get("diagnostics", {}).get("images", 0)
+    return [
+        Heading("Classifiers behind a denoiser", 3),
+        Table(
+            [
+                "model",
+                "denoiser",
+                "classifier",
+                "clean, bare (%)",
+                "clean, denoised (%)",
+                "PSNR of denoised clean (dB)",
+                "SSIM",
+            ],
+            rows,
+            caption=f"What the denoiser costs on the first {images} clean test images (PSNR "
+            "capped at 100 dB where the denoiser returns the image unchanged)",
+        ),
+    ]
+
+
 def composite_blocks(models: dict[str, dict[str, Any]]) -> list[Block]:
     """The blocks for every composite of a study (``store.models()``: id -> path and card)."""
     blocks: list[Block] = []
+    denoised: dict[str, dict[str, Any]] = {}
     for model_id, entry in models.items():
         card = entry.get("card", {})
         if card.get("kind") == "master_slave":
             blocks += _router(model_id, card)
         elif card.get("kind") == "adaptive_filter":
             blocks += _adaptive_filter(model_id, card)
+        elif card.get("kind") == "denoised" and "diagnostics" in card:
+            denoised[model_id] = card
+    if denoised:
+        blocks += _denoised(denoised)
     if blocks:
         blocks.insert(0, Heading("How the composite models decide", 2))
     return blocks

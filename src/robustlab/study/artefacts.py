@@ -221,6 +221,7 @@ class ArtefactProvider:
             start=start if planned.parents else None,
             on_start=on_start,
             on_batch=on_batch,
+            on_log=self.progress.log,
         )
         if served.trained_epochs:
             self.trained.append(planned.id)

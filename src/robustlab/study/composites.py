@@ -16,7 +16,7 @@ ever sees the test set.
 
 Example:
     >>> sorted(COMPOSITES)
-    ['adaptive_filter', 'ensemble', 'master_slave']
+    ['adaptive_filter', 'denoised', 'ensemble', 'master_slave']
     >>> describe_composite({"kind": "master_slave", "decision": "switch"})
     'master_slave(MS)'
 """
@@ -32,7 +32,9 @@ from torch import nn
 
 from robustlab.data.base import Dataset, Split
 from robustlab.defend import create_defense
+from robustlab.metrics.image_quality import psnr, ssim
 from robustlab.models.adaptive_filter import AdaptiveFilter
+from robustlab.models.denoised import Denoised
 from robustlab.models.ensemble import Ensemble
 from robustlab.models.master_slave import MasterSlave
 from robustlab.models.shared_trunk import Branch, SharedTrunkBranches
@@ -74,6 +76,9 @@ def describe_composite(composite: dict[str, Any]) -> str:
         return f"ensemble({composite['combine']})"
     if kind == "master_slave":
         return "master_slave(MS)" if composite["decision"] == "switch" else "master_slave(AMS)"
+    if kind == "denoised":
+        head = composite.get("head")
+        return "denoised" if head is None else f"denoised(head {head})"
     return "adaptive_filter(learned)" if composite.get("filters") is None else "adaptive_filter"
 
 
@@ -82,6 +87,7 @@ OBLIVIOUS_ROLES = {
     "ensemble": "member1",
     "master_slave": "branch1",
     "adaptive_filter": "classifier",
+    "denoised": "classifier",
 }
 
 
@@ -268,6 +274,31 @@ def _adaptive_filter(
         },
     }
     return pipeline, card
+
+
+@_register("denoised")
+@torch.no_grad()
+def _denoised(
+    parents: dict[str, nn.Module], spec: dict[str, Any], context: CompositeContext
+) -> tuple[nn.Module, dict[str, Any]]:
+    denoiser, classifier = parents["denoiser"], parents["classifier"]
+    model = Denoised(denoiser, classifier, spec.get("head")).to(context.device).eval()
+    trained_for = context.parents["denoiser"].parent_ids.get("classifier")
+    x, y = _first(context.dataset.test, DIAGNOSTIC_IMAGES, context.device)
+    cleaned = torch.cat([model.denoise(x[i : i + 500]) for i in range(0, len(x), 500)])
+    card = {
+        "denoiser": context.parents["denoiser"].id,
+        "classifier": context.parents["classifier"].id,
+        "trained_for": trained_for,
+        "diagnostics": {
+            "images": len(x),
+            "clean_accuracy_bare": _accuracy(classifier, x, y),
+            "clean_accuracy_denoised": _accuracy(model, x, y),
+            "psnr_denoised_clean": float(psnr(cleaned, x).clamp(max=100).mean()),
+            "ssim_denoised_clean": float(ssim(cleaned, x).mean()),
+        },
+    }
+    return model, card
 
 
 def _defense_label(name: str, params: dict[str, Any]) -> str:

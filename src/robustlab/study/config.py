@@ -115,9 +115,12 @@ class NormalizeConfig(_Strict):
         return self
 
 
-_SOURCES = ("architecture", "factory", "torchscript", "ensemble", "master_slave", "adaptive_filter")
+_SOURCES = (
+    "architecture", "factory", "torchscript", "ensemble", "master_slave", "adaptive_filter",
+    "denoised",
+)  # fmt: skip
 #: The composite sources: models built from other models of the study without training.
-_COMPOSITES = ("ensemble", "master_slave", "adaptive_filter")
+_COMPOSITES = ("ensemble", "master_slave", "adaptive_filter", "denoised")
 _TRAINING_FIELDS = (
     "epochs", "batch_size", "learning_rate", "optimizer", "seed", "seeds", "betas",
     "weight_decay", "strategy", "parent",
@@ -158,6 +161,13 @@ class StrategyConfig(_Strict):
         from robustlab.train.strategy import create_strategy
 
         return create_strategy(self.name, **self.params).parent_role
+
+    @property
+    def parent_use(self) -> str:
+        """``start`` (the network is the parent's) or ``frozen`` (built fresh, parent kept)."""
+        from robustlab.train.strategy import strategy_entry
+
+        return str(getattr(strategy_entry(self.name).factory, "parent_use", "start"))
 
 
 class EnsembleConfig(_Strict):
@@ -232,6 +242,27 @@ class AdaptiveFilterConfig(_Strict):
     )
 
 
+class DenoisedConfig(_Strict):
+    """A classifier behind a trained denoiser (:class:`robustlab.models.denoised.Denoised`).
+
+    ``denoiser`` is a model trained by ``denoise`` or ``advfilter``; ``model`` any classifier of
+    the study: the one the denoiser was trained for (huang2021's setting), or another one (an
+    adversarially trained model behind it, huang2021 Sec. 5). Attacks on it are white-box
+    through both (adaptive), or made on ``model`` alone (oblivious: huang2021's protocol when
+    ``model`` is the denoiser's own classifier).
+
+    Example:
+        >>> DenoisedConfig(denoiser="filt-e10", model="cnn-e3").head is None
+        True
+    """
+
+    denoiser: str = Field(description="id of a denoiser (strategy denoise or advfilter)")
+    model: str = Field(description="id of the classifier behind it")
+    head: int | None = Field(
+        None, ge=0, description="the head of a multi-head denoiser (0-based); none: its default"
+    )
+
+
 class ModelConfig(_Strict):
     """A model of the study: one that robustlab trains, or a pretrained one it evaluates.
 
@@ -262,6 +293,9 @@ class ModelConfig(_Strict):
     )
     adaptive_filter: AdaptiveFilterConfig | None = Field(
         None, description="a detected kind of degradation picks the filter: {detector, model}"
+    )
+    denoised: DenoisedConfig | None = Field(
+        None, description="a classifier behind a trained denoiser: {denoiser, model}"
     )
     normalize: NormalizeConfig | None = None
     epochs: list[int] = Field(default_factory=lambda: [10], min_length=1)
@@ -314,12 +348,23 @@ class ModelConfig(_Strict):
                 f"'{self.strategy.name if self.strategy else 'standard'}' trains from scratch; "
                 "use a strategy that starts from a parent (transfer, finetune) or drop parent"
             )
+        frozen = self.strategy is not None and self.strategy.parent_use == "frozen"
         if role is not None:
             if self.parent is None:
                 raise ValueError(
                     f"model '{self.name}': strategy '{self.strategy.name}' "  # type: ignore[union-attr]
-                    "starts from a trained model; name it with parent: <model id> (e.g. cnn-e10)"
+                    f"{'depends on' if frozen else 'starts from'} a trained model; name it "
+                    "with parent: <model id> (e.g. cnn-e10)"
                 )
+            if frozen:
+                if given != ["architecture"]:
+                    raise ValueError(
+                        f"model '{self.name}': strategy '{self.strategy.name}' "  # type: ignore[union-attr]
+                        f"trains a new network in front of parent '{self.parent}'; give its "
+                        "architecture (e.g. huang2021_denoiser) and nothing else of "
+                        f"{', '.join(_SOURCES[1:])}"
+                    )
+                return self
             if given:
                 raise ValueError(
                     f"model '{self.name}' starts from parent '{self.parent}' and takes its "
@@ -336,7 +381,7 @@ class ModelConfig(_Strict):
                 "that robustlab trains), factory ('package.module:name' or 'file.py:name'; "
                 "pretrained with weights, trained without), torchscript (a TorchScript file) "
                 "or a composite of other models of the study (ensemble, master_slave, "
-                f"adaptive_filter); it gives {' and '.join(given) or 'none'}"
+                f"adaptive_filter, denoised); it gives {' and '.join(given) or 'none'}"
             )
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"model '{self.name}': seeds must be distinct, got {self.seeds}")
@@ -979,7 +1024,7 @@ def model_roles(model: ModelConfig, models: list[ModelConfig]) -> list[tuple[str
     A trained model's parent (role ``start``, or its strategy's role); an ensemble's members
     (``member1``, ...; an entry name stands for all its ids); a master-slave router's master
     (``master``) and branches (``branch1``, ...); an adaptive filter's ``detector`` and
-    ``classifier``.
+    ``classifier``; a denoised model's ``denoiser`` and ``classifier``.
 
     Raises:
         ValueError: for a reference that is neither a model id nor an entry name, or repeats.
@@ -1004,6 +1049,11 @@ def model_roles(model: ModelConfig, models: list[ModelConfig]) -> list[tuple[str
         roles = [
             ("detector", _one_id(model, "detector", spec_af.detector, models)),
             ("classifier", _one_id(model, "model", spec_af.model, models)),
+        ]
+    elif model.denoised is not None:
+        roles = [
+            ("denoiser", _one_id(model, "denoiser", model.denoised.denoiser, models)),
+            ("classifier", _one_id(model, "model", model.denoised.model, models)),
         ]
     else:
         role = model.strategy.parent_role if model.strategy is not None else None
@@ -1033,23 +1083,40 @@ def _branches_of(entry: ModelConfig) -> list[str] | None:
     return [b["name"] for b in entry.strategy.params.get("bins", [])]
 
 
+def artefact_kind(entry: ModelConfig) -> str:
+    """What an entry's models are: ``classifier``, ``quality`` or ``denoiser``."""
+    if entry.pretrained or entry.composite is not None:
+        return "classifier"
+    from robustlab.train.strategy import strategy_entry
+
+    return str(getattr(strategy_entry(entry.strategy_name).factory, "kind", "classifier"))
+
+
+#: The kind of model each role of a composite (or a denoiser's parent) must be.
+_ROLE_KINDS = {"master": "quality", "detector": "quality", "denoiser": "denoiser"}
+_KIND_HINTS = {
+    "quality": "a quality network (strategy: quality, with its bins)",
+    "denoiser": "a denoiser (strategy: denoise or advfilter)",
+    "classifier": "a classifier",
+}
+
+
 def _check_composite_kinds(m: ModelConfig, models: list[ModelConfig]) -> None:
-    """A composite's quality networks are quality networks, its classifiers classifiers."""
+    """A composite's quality networks are quality networks, its classifiers classifiers, ..."""
     owner = {i: e for e in models for i in e.ids()}
     for role, pid in model_roles(m, models):
-        if m.composite is None:
+        wanted = _ROLE_KINDS.get(role, "classifier")
+        if m.composite is None and not (
+            m.strategy is not None and m.strategy.parent_use == "frozen"
+        ):
             continue
-        bins = _bins_of(owner[pid])
-        wants_quality = role in ("master", "detector")
-        if wants_quality and bins is None:
+        if pid not in owner:
+            continue  # an unknown parent: _check_parents names it
+        kind = artefact_kind(owner[pid])
+        if kind != wanted:
             raise ValueError(
-                f"model '{m.name}': {role} '{pid}' must be a quality network (strategy: "
-                "quality, with its bins); it is a classifier"
-            )
-        if not wants_quality and bins is not None:
-            raise ValueError(
-                f"model '{m.name}': {role} '{pid}' is a quality network (strategy quality); "
-                "a composite's members, branches and classifier must be classifiers"
+                f"model '{m.name}': {role} '{pid}' must be {_KIND_HINTS[wanted]}; it is "
+                f"{_KIND_HINTS[kind]}"
             )
     if m.master_slave is not None:
         branches: list[str] = []  # a name per branch: the bin of a joint network, else its id

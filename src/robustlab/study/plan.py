@@ -142,6 +142,8 @@ class PlannedModel:
     def length(self) -> str:
         """``N epochs``, ``pretrained`` or ``ensemble of K``, for headings."""
         if self.composite is not None:
+            if self.composite["kind"] == "denoised":
+                return "behind a denoiser"
             return f"{self.composite['kind']} of {len(self.parents)}"
         return f"{self.epochs} epochs" if self.epochs is not None else "pretrained"
 
@@ -319,6 +321,8 @@ def _composite_spec(m: ModelConfig) -> dict[str, Any]:
     if m.master_slave is not None:
         decision = "switch" if m.master_slave.master is not None else "max_confidence"
         return {"kind": "master_slave", "decision": decision}
+    if m.denoised is not None:
+        return {"kind": "denoised", "head": m.denoised.head}
     spec = m.adaptive_filter
     assert spec is not None
     return {
@@ -367,7 +371,11 @@ def _planned_models(
         role = m.strategy.parent_role
         assert role is not None
         parents = ((role, parent),)
-        architecture, params = parent.recipe.architecture, parent.recipe.params
+        if m.strategy.parent_use == "frozen":  # a new network (a denoiser) depending on it
+            assert m.architecture is not None
+            architecture, params = m.architecture, m.params
+        else:
+            architecture, params = parent.recipe.architecture, parent.recipe.params
     elif m.factory is not None:
         # A user architecture trained by robustlab: the hash of its code joins the recipe, so
         # an edited architecture trains a new model instead of reusing a cached one.

@@ -59,7 +59,7 @@ from robustlab.train.loop import (
     make_optimizer,
     train_epochs,
 )
-from robustlab.train.strategy import Strategy
+from robustlab.train.strategy import FrozenParent, Strategy
 
 # Bump when a change to the training loop changes what a recipe produces.
 TRAINING_CODE_VERSION = 1
@@ -178,6 +178,7 @@ class ModelCache:
         start: Callable[[], nn.Module] | None = None,
         on_start: StartCallback | None = None,
         on_batch: BatchCallback | None = None,
+        on_log: Callable[[str], None] | None = None,
     ) -> CachedModel:
         """Return the trained model of ``recipe``, training only the epochs not yet cached.
 
@@ -190,6 +191,7 @@ class ModelCache:
                 from the parent (not when the model is cached or resumes from a checkpoint).
             on_start: called as ``(recipe, first_epoch, last_epoch)`` before any training.
             on_batch: called with the batch size after every step (progress bars).
+            on_log: reports a line of progress while a strategy prepares its data.
 
         Raises:
             ModelError: if the strategy needs a parent and none is given.
@@ -215,14 +217,30 @@ class ModelCache:
         state = self._best_start(folder, recipe.epochs)
         used: list[str] = []
         parent_model = None
-        if strategy.parent_role is not None and state is None:
+        # A parent the network starts from is needed only before the first epoch; a frozen
+        # parent (a denoiser's classifier) whenever anything is trained or scored.
+        frozen = strategy.parent_use == "frozen"
+        if strategy.parent_role is not None and (state is None or frozen):
             if start is None or not parents or strategy.parent_role not in parents:
                 raise ModelError(
-                    f"strategy '{recipe.strategy}' starts from a parent model; give the model "
+                    f"strategy '{recipe.strategy}' needs a parent model; give the model "
                     f"entry a parent (parent: <model id>)"
                 )
             parent_model = start()
             used.append(parents[strategy.parent_role].id)
+        frozen_parent = None
+        if frozen:
+            assert parent_model is not None and parents is not None
+            for p in parent_model.parameters():
+                p.requires_grad_(False)
+            frozen_parent = FrozenParent(
+                parent_model.eval(),
+                parents[str(strategy.parent_role)].key,
+                self.root,
+                fingerprint,
+                on_log,
+            )
+        split = strategy.prepare(frozen_parent, dataset.train)
         model = build_model(recipe, start=parent_model).to(device)
         optimizer = make_optimizer(recipe, model, strategy)
         begun = 0
@@ -238,7 +256,7 @@ class ModelCache:
             seen += train_epochs(
                 model,
                 optimizer,
-                dataset.train,
+                split,
                 recipe,
                 start_epoch=epoch,
                 end_epoch=epoch + 1,

@@ -69,8 +69,8 @@ class TrainingRecipe(BaseModel):
     )
     strategy: str = "standard"
     strategy_params: dict[str, Any] = Field(default_factory=dict)
-    kind: Literal["classifier", "quality"] = Field(
-        "classifier", description="what is trained: a classifier, or a quality network"
+    kind: Literal["classifier", "quality", "denoiser"] = Field(
+        "classifier", description="what is trained: a classifier, a quality network or a denoiser"
     )
 
     @field_validator("architecture")
@@ -113,7 +113,7 @@ class TrainingRecipe(BaseModel):
 
     @classmethod
     def kind_of(cls, strategy: str) -> str:
-        """The kind of artefact ``strategy`` trains (``classifier`` or ``quality``)."""
+        """The kind of artefact ``strategy`` trains (``classifier``, ``quality``, ``denoiser``)."""
         return str(getattr(strategy_entry(strategy).factory, "kind", "classifier"))
 
     def build_strategy(self) -> Strategy:
@@ -146,7 +146,8 @@ def build_model(recipe: TrainingRecipe, start: nn.Module | None = None) -> nn.Mo
         recipe: what to build.
         start: the trained parent a strategy with a parent starts from (copied, not changed).
             Without it the architecture is built fresh, which is also how a trained model of
-            such a strategy is rebuilt before its saved weights are loaded over it.
+            such a strategy is rebuilt before its saved weights are loaded over it. A strategy
+            that only depends on its parent (``parent_use: frozen``) never starts from it.
     """
     strategy = recipe.build_strategy()
     # Layer constructors draw from the global generator; fork it so the caller's state is untouched.
@@ -154,7 +155,7 @@ def build_model(recipe: TrainingRecipe, start: nn.Module | None = None) -> nn.Mo
         torch.manual_seed(derive_seed(recipe.seed, "init"))
         model = (
             copy.deepcopy(start).cpu()
-            if start is not None
+            if start is not None and strategy.parent_use == "start"
             else create_model(recipe.architecture, **recipe.params)
         )
         if recipe.strategy != "standard":

@@ -31,13 +31,16 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustlab.data.base import SplitLike
 from robustlab.models.base import check_logits
 from robustlab.registry import Registry
 
@@ -62,6 +65,26 @@ class StepContext:
     images: int = 0
 
 
+@dataclass
+class FrozenParent:
+    """The trained parent a strategy depends on without starting from it (a denoiser's classifier).
+
+    Attributes:
+        model: the parent in eval mode on the training device, its parameters frozen.
+        key: the parent's cache key (what derived artefacts, e.g. its adversarial examples,
+            are keyed by).
+        cache_root: the model cache's folder, where such derived artefacts are stored.
+        data_fingerprint: the fingerprint of the training split.
+        log: reports a line of progress (e.g. each strength of examples being generated).
+    """
+
+    model: nn.Module
+    key: str
+    cache_root: Path
+    data_fingerprint: str
+    log: Callable[[str], None] | None = None
+
+
 class Strategy(ABC):
     """Base class of all training strategies.
 
@@ -72,16 +95,21 @@ class Strategy(ABC):
       incremental schedule), so a longer training must not continue a cached shorter one.
     - ``parent_role``: the role of the parent model the strategy starts from (``"start"``), or
       None for a strategy that trains from scratch.
+    - ``parent_use``: ``"start"`` (default): the trained network is a copy of the parent,
+      adapted; ``"frozen"``: the network is built fresh from the entry's architecture and the
+      parent is a frozen dependency handed to :meth:`prepare` (a denoiser's classifier).
     - ``version``: bump when a change to the strategy changes what it trains (cache keys).
     - ``kind``: what the trained artefact is. ``classifier`` (the default) answers the
       dataset's classes and is evaluated by every part of a study; ``quality`` (a quality
       network, :mod:`robustlab.train.strategies.quality`) answers other classes of its own
       (:meth:`outputs`) and is only used by the composites built on it, never scored as a
-      classifier.
+      classifier; ``denoiser`` (:mod:`robustlab.train.strategies.denoise`) maps images to
+      images and is used in front of classifiers by the ``denoised`` composite.
     """
 
     depends_on_total_epochs: ClassVar[bool] = False
     parent_role: str | None = None
+    parent_use: ClassVar[Literal["start", "frozen"]] = "start"
     version: ClassVar[int] = 1
     kind: ClassVar[str] = "classifier"
 
@@ -103,6 +131,16 @@ class Strategy(ABC):
         weights from the global generator, which the caller has forked and seeded.
         """
         return model
+
+    def prepare(self, parent: FrozenParent | None, split: SplitLike) -> SplitLike:
+        """The split to train on, given the frozen parent; ``split`` itself by default.
+
+        Called once before training (also when training resumes from a checkpoint) by a
+        strategy whose ``parent_use`` is ``"frozen"`` with its parent, by the others with
+        None. A denoiser's strategy keeps the classifier here and returns its adversarial
+        training examples.
+        """
+        return split
 
     def trainable(self, model: nn.Module) -> list[nn.Parameter]:
         """The parameters the optimizer updates; the others are frozen. All by default."""

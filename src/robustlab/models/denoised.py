@@ -1,0 +1,75 @@
+"""A classifier behind a trained denoiser: ``classifier(denoiser(x))``, one differentiable model.
+
+huang2021 put a learned denoiser in front of a frozen classifier (Eq. 3). As a model of a
+study (the ``denoised`` composite, :mod:`robustlab.study.composites`) it is scored by every
+part like any classifier. Attacks see it two ways: *adaptive*, white-box through denoiser and
+classifier together (both are differentiable networks, so the gradient is exact); *oblivious*
+(:attr:`Denoised.oblivious_source`), examples made against the classifier alone and then
+denoised, which is huang2021's protocol when the classifier is the one the denoiser was
+trained for.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from robustlab.models.denoisers import Denoiser
+    >>> classifier = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    >>> model = Denoised(Denoiser(1, 28, width=4), classifier)
+    >>> x = torch.rand(2, 1, 28, 28)
+    >>> bool(torch.allclose(model(x), classifier(model.denoise(x))))
+    True
+    >>> model.oblivious_source is classifier
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from robustlab.errors import InvalidParameterError
+
+
+class Denoised(nn.Module):
+    """``classifier(denoiser(x))``.
+
+    Args:
+        denoiser: maps images ``(N, C, H, W)`` in ``[0, 1]`` to images of the same shape.
+        classifier: the classifier behind it (logits out).
+        head: for a multi-head denoiser, the head to use (0-based); None: its default.
+
+    Raises:
+        InvalidParameterError: for a head the denoiser does not have.
+    """
+
+    def __init__(self, denoiser: nn.Module, classifier: nn.Module, head: int | None = None) -> None:
+        super().__init__()
+        heads = int(getattr(denoiser, "num_heads", 1))
+        if head is not None and not 0 <= head < heads:
+            raise InvalidParameterError(
+                f"head {head} does not exist: the denoiser has {heads} head(s), 0..{heads - 1}"
+            )
+        self.denoiser = denoiser
+        self.classifier = classifier
+        self.head = head
+
+    def denoise(self, x: torch.Tensor) -> torch.Tensor:
+        """The denoised images."""
+        out: torch.Tensor = (
+            self.denoiser(x) if self.head is None else self.denoiser(x, head=self.head)
+        )
+        if out.shape != x.shape:
+            raise InvalidParameterError(
+                f"the denoiser returned {tuple(out.shape)} for images {tuple(x.shape)}; a "
+                "denoiser must return images of its input's shape"
+            )
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The classifier's logits for the denoised images."""
+        logits: torch.Tensor = self.classifier(self.denoise(x))
+        return logits
+
+    @property
+    def oblivious_source(self) -> nn.Module:
+        """What an attacker unaware of the denoiser attacks: the classifier alone."""
+        return self.classifier
