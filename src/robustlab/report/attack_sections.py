@@ -261,6 +261,56 @@ def _accuracy_tables(
     return blocks
 
 
+def _output_quality_tables(plan: AttackPlan, rows: dict[str, CellRow]) -> list[Block]:
+    """PSNR and SSIM of what the classifier sees, against the clean image (huang2021 Table 2).
+
+    One table per attack: rows are the (model, defence, protocol) whose input a defence or a
+    denoiser transforms, columns the attack's settings.
+    """
+    blocks: list[Block] = []
+    series = _series(plan)
+    for attack in dict.fromkeys(s.label for s in plan.settings if not s.unbounded):
+        settings = [s for s in plan.settings if s.label == attack]
+        body = []
+        for (model_id, label, stored), cells in series.items():
+            if label != attack:
+                continue
+            values = [rows.get(c.key) for c in cells]
+            metrics = [r.metrics if r is not None else {} for r in values]
+            if not any("output_ssim" in m for m in metrics):
+                continue
+            body.append(
+                [
+                    model_id,
+                    stored,
+                    *(
+                        "–"
+                        if "output_ssim" not in m
+                        else f"{m['output_psnr']:.1f} / {m['output_ssim']:.3f}"
+                        if m.get("output_psnr") is not None
+                        else f"identical / {m['output_ssim']:.3f}"
+                        for m in metrics
+                    ),
+                ]
+            )
+        if body:
+            blocks.append(
+                Table(
+                    [
+                        "model",
+                        "defence (protocol)",
+                        *(_setting_text(s.severity_name, s.severity) for s in settings),
+                    ],
+                    body,
+                    caption=f"{attack}: PSNR (dB) / SSIM of the image the classifier sees (the "
+                    "defence's output, and a denoiser's) against the clean image",
+                )
+            )
+    if blocks:
+        blocks.insert(0, Heading("Image quality after the defence", 3))
+    return blocks
+
+
 def _setting_text(name: str | None, value: float | None) -> str:
     return _AS_CONFIGURED if name is None or value is None else f"{name}={value:g}"
 
@@ -708,6 +758,7 @@ def attack_blocks(plan: AttackPlan, store: ResultsStore, models: list[PlannedMod
         )
     blocks += _overstated_blocks(plan, rows)
     blocks += _accuracy_tables(plan, rows, models)
+    blocks += _output_quality_tables(plan, rows)
     blocks += _worst_case_blocks(plan, store, models)
     blocks += _minimum_norm_blocks(plan, rows, store, models)
     for model in models:

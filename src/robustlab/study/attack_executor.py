@@ -1,4 +1,4 @@
-"""The attack part of a study: every model x defence x attack setting, oblivious and adaptive.
+"""The attack part of a study: every model x defence x attack setting under each protocol.
 
 A study's ``attacks:`` entries expand into *attack settings* (one attack at one parameter
 combination of its grid). For each model and setting, the executor streams the test set once:
@@ -8,7 +8,10 @@ combination of its grid). For each model and setting, the executor streams the t
 - **adaptive**: for every defence the attack differentiates the whole pipeline
   ``classifier(defence(x))`` (exact gradients, BPDA for non-differentiable defences, EOT for
   random ones: :func:`robustlab.attack.adaptive.attack_surface`) and the result goes through
-  the real defence. Without a defence both protocols are the same attack, run once.
+  the real defence. Without a defence both protocols are the same attack, run once;
+- **transfer** (an entry with ``source: <model id>``): the batch is made against another model
+  of the study, the source, and sent through every defence of every model (huang2021 Sec. 5:
+  examples of the standard classifier evaluated on an adversarially trained one).
 
 Every cell (model x defence x setting x protocol) is a row of the results store's ``cells``
 table of kind ``attack``: the attack's label is its ``setting``, the swept parameter (``eps``
@@ -54,7 +57,7 @@ from robustlab.attack.base import Attack, AttackResult, merge_notes
 from robustlab.attack.minimum_norm import EPS_SLACK
 from robustlab.data.base import Dataset
 from robustlab.defend import create_defense
-from robustlab.metrics import psnr
+from robustlab.metrics import psnr, ssim
 from robustlab.seeding import derive_seed, make_generator
 from robustlab.study.artefacts import ArtefactProvider
 from robustlab.study.composites import oblivious_key
@@ -69,7 +72,7 @@ from robustlab.study.plan import (
 from robustlab.study.progress import SilentProgress
 from robustlab.study.store import CellRow, ResultsStore
 
-PROTOCOLS = ("oblivious", "adaptive")
+PROTOCOLS = ("oblivious", "adaptive", "transfer")
 # Bump when a change to the attack code changes what a finished cell would hold.
 ATTACK_CODE_VERSION = 1
 
@@ -104,6 +107,7 @@ class AttackSetting:
     minimum_norm: bool = False  # a minimum-norm attack; unbounded when eps is None
     # The attack's code_version when non-zero (absent otherwise, so older keys stay valid).
     code: tuple[int, ...] = ()
+    source: str | None = None  # the model the transfer protocol crafts on
 
     @property
     def unbounded(self) -> bool:
@@ -154,6 +158,7 @@ class AttackPlan:
     groups: list[AttackGroup] = field(default_factory=list)
     cells: list[AttackCell] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)  # how adaptive attacks see each defence
+    sources: dict[str, PlannedModel] = field(default_factory=dict)  # transfer sources by id
 
     def to_json(self) -> dict[str, Any]:
         """Settings, defences, cells and adaptive methods, as stored with the resolved plan."""
@@ -234,6 +239,7 @@ def make_attack_plan(
                     eot_samples=entry.eot_samples,
                     minimum_norm=bool(getattr(attack, "minimum_norm", False)),
                     code=(attack.code_version,) if attack.code_version else (),
+                    source=entry.source,
                 )
             )
     defenses = [DefenseSetting(d.label, d.name, dict(d.params)) for d in config.defenses]
@@ -242,7 +248,10 @@ def make_attack_plan(
         "data": data_fingerprint,
         "attack_code": ATTACK_CODE_VERSION,
     }
+    models = list(models)
+    by_id = {m.id: m for m in models}
     plan = AttackPlan(settings, defenses, methods=adaptive_methods(settings, defenses))
+    plan.sources = {s.source: by_id[s.source] for s in settings if s.source is not None}
     for model in models:
         for setting in settings:
             cells = []
@@ -251,6 +260,8 @@ def make_attack_plan(
                     adaptive = (
                         {"gradient": setting.gradient, "eot": setting.eot_samples}
                         if protocol == "adaptive"
+                        else {"source": by_id[str(setting.source)].key()}
+                        if protocol == "transfer"
                         else oblivious_key(model.composite)
                         if model.composite is not None
                         else {}
@@ -284,6 +295,12 @@ class _Tally:
     unstable: list[torch.Tensor] = field(default_factory=list)
     psnr_sum: float = 0.0
     psnr_count: int = 0
+    # The image the classifier finally sees (after the defence, and a composite's denoiser)
+    # against the clean image: huang2021's Table 2, for filters and denoisers alike.
+    output_psnr_sum: float = 0.0
+    output_psnr_count: int = 0
+    output_ssim_sum: float = 0.0
+    output_count: int = 0
     details: dict[str, list[torch.Tensor]] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -300,10 +317,17 @@ def _unstable_mask(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return second != first
 
 
-def _predict(model: nn.Module, defense: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _cleaned(model: nn.Module, defense: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
+    """What the classifier sees of ``x``: the defence's output, then a composite's denoiser.
+
+    None when nothing transforms the input (no defence, no denoiser).
+    """
+    denoise = getattr(model, "denoise", None)
+    if isinstance(defense, nn.Identity) and denoise is None:
+        return None
     with torch.no_grad():
-        predicted: torch.Tensor = model(defense(x)).argmax(dim=1)
-    return predicted
+        out: torch.Tensor = defense(x)
+        return denoise(out) if denoise is not None else out
 
 
 def attack_group(
@@ -315,6 +339,7 @@ def attack_group(
     batch_size: int,
     device: torch.device,
     on_batch: Callable[[int], None] | None = None,
+    transfer_source: nn.Module | None = None,
 ) -> dict[str, tuple[CellRow, dict[str, np.ndarray]]]:
     """Run the attack of ``group`` for the given cells; returns ``key -> (row, records)``.
 
@@ -326,6 +351,8 @@ def attack_group(
         batch_size: images per attack batch.
         device: where to compute.
         on_batch: called with the number of images after each attack run on a batch.
+        transfer_source: the model the transfer protocol's examples are crafted on (needed
+            when a cell's protocol is ``transfer``).
     """
     began = time.perf_counter()
     setting = group.setting
@@ -335,8 +362,14 @@ def attack_group(
         c.defense.label: create_defense(c.defense.name, **c.defense.params).to(device).eval()
         for c in cells
     }
-    oblivious_needed = any(c.protocol == "oblivious" or c.defense.name == "none" for c in cells)
+    oblivious_needed = any(
+        c.protocol == "oblivious" or (c.defense.name == "none" and c.protocol != "transfer")
+        for c in cells
+    )
     adaptive = {c.defense.label for c in cells if c.protocol == "adaptive"}
+    transfer_needed = any(c.protocol == "transfer" for c in cells)
+    if transfer_needed and transfer_source is None:
+        raise ValueError(f"attack {setting.label}: the transfer protocol needs its source model")
     # A composite (router, adaptive filter, ensemble) names the model an attacker unaware of
     # it would attack: the oblivious protocol crafts there and evaluates on the composite.
     source: nn.Module = getattr(model, "oblivious_source", model)
@@ -351,13 +384,19 @@ def attack_group(
     }
     tallies = {c.key: _Tally() for c in cells}
     generators = {
-        run: make_generator(setting.seed, device) for run in ["oblivious", *sorted(adaptive)]
+        run: make_generator(setting.seed, device)
+        for run in ["oblivious", "transfer", *sorted(adaptive)]
     }
     unstable_by_defense: dict[str, torch.Tensor] = {}
     for x, y in dataset.test.batches(batch_size, device):
         runs: dict[str, AttackResult] = {}
         if oblivious_needed:
             runs["oblivious"] = attack.run(source, x, y, generators["oblivious"])
+            if on_batch is not None:
+                on_batch(len(x))
+        if transfer_needed:
+            assert transfer_source is not None
+            runs["transfer"] = attack.run(transfer_source, x, y, generators["transfer"])
             if on_batch is not None:
                 on_batch(len(x))
         for label in sorted(adaptive):
@@ -370,11 +409,21 @@ def attack_group(
         for label, defense in defenses.items():
             unstable_by_defense[label] = _unstable_mask(nn.Sequential(defense, model), x)
         for cell in cells:
-            run = "oblivious" if cell.protocol == "oblivious" else cell.defense.label
+            run = cell.protocol if cell.protocol != "adaptive" else cell.defense.label
             result = runs[run]
             adversarial = result.adversarial
             tally = tallies[cell.key]
-            tally.predicted.append(_predict(model, defenses[cell.defense.label], adversarial))
+            defense = defenses[cell.defense.label]
+            with torch.no_grad():
+                tally.predicted.append(model(defense(adversarial)).argmax(dim=1))
+            cleaned = _cleaned(model, defense, adversarial)
+            if cleaned is not None:
+                out_psnr = psnr(cleaned, x)
+                out_finite = torch.isfinite(out_psnr)
+                tally.output_psnr_sum += float(out_psnr[out_finite].sum())
+                tally.output_psnr_count += int(out_finite.sum())
+                tally.output_ssim_sum += float(ssim(cleaned, x).sum())
+                tally.output_count += len(x)
             tally.labels.append(y)
             tally.distance.append(_distance(adversarial, x, setting.norm))
             tally.zero_gradient.append(result.zero_gradient)
@@ -419,6 +468,16 @@ def attack_group(
                 "copies": 1,
                 "psnr": tally.psnr_sum / tally.psnr_count if tally.psnr_count else None,
                 "identical": n - tally.psnr_count,
+                **(
+                    {
+                        "output_psnr": tally.output_psnr_sum / tally.output_psnr_count
+                        if tally.output_psnr_count
+                        else None,
+                        "output_ssim": tally.output_ssim_sum / tally.output_count,
+                    }
+                    if tally.output_count
+                    else {}
+                ),
                 **({"attack_notes": tally.notes} if tally.notes else {}),
             },
         )
@@ -437,11 +496,15 @@ def attack_group(
 
 
 def _runs_per_image(group: AttackGroup, todo: list[AttackCell]) -> int:
-    oblivious = any(c.protocol == "oblivious" or c.defense.name == "none" for c in todo)
+    oblivious = any(
+        c.protocol == "oblivious" or (c.defense.name == "none" and c.protocol == "adaptive")
+        for c in todo
+    )
     adaptive = {
         c.defense.label for c in todo if c.protocol == "adaptive" and c.defense.name != "none"
     }
-    return int(oblivious) + len(adaptive)
+    transfer = any(c.protocol == "transfer" for c in todo)
+    return int(oblivious) + len(adaptive) + int(transfer)
 
 
 def execute_attacks(
@@ -485,9 +548,15 @@ def execute_attacks(
             todo = list({c.key: c for c in group.cells if c.key not in finished}.values())
             if not todo:
                 continue
+            source = group.setting.source
+            transfer = (
+                provider.provide(plan.sources[source])
+                if source is not None and any(c.protocol == "transfer" for c in todo)
+                else None
+            )
             results = attack_group(
                 model, group, dataset, todo, batch_size=batch_size, device=device,
-                on_batch=lambda n: progress.advance(task, n),
+                on_batch=lambda n: progress.advance(task, n), transfer_source=transfer,
             )  # fmt: skip
             store.add_cells(
                 [row for row, _ in results.values()],

@@ -545,12 +545,18 @@ class AttackConfig(SweptPieceConfig):
     (``grid: {eps: huang2021}``). ``oblivious`` attacks the bare classifier and passes the
     examples through each defence; ``adaptive`` attacks the whole defended pipeline (exact
     gradients, BPDA for non-differentiable defences, EOT for random ones; ``gradient: bpda``
-    uses BPDA's identity even where exact gradients exist).
+    uses BPDA's identity even where exact gradients exist). ``transfer`` crafts the examples
+    on another model of the study, ``source`` (huang2021 Sec. 5: examples made on the standard
+    classifier, evaluated on an adversarially trained one, bare or behind a denoiser), and
+    evaluates every model through each defence on them.
     """
 
-    protocols: list[Literal["oblivious", "adaptive"]] = Field(
+    protocols: list[Literal["oblivious", "adaptive", "transfer"]] = Field(
         default_factory=lambda: ["oblivious", "adaptive"],  # type: ignore[arg-type]
         min_length=1,
+    )
+    source: str | None = Field(
+        None, description="model id the transfer protocol crafts its examples on"
     )
     gradient: Literal["auto", "exact", "bpda"] = "auto"
     eot_samples: int = Field(16, ge=1, description="gradient draws per step on random defences")
@@ -576,6 +582,15 @@ class AttackConfig(SweptPieceConfig):
                 raise ValueError(f"grid of attack '{self.name}' gives no values for '{key}'")
         if len(set(self.protocols)) != len(self.protocols):
             raise ValueError(f"protocols of attack '{self.label}' repeat: {self.protocols}")
+        if ("transfer" in self.protocols) != (self.source is not None):
+            raise ValueError(
+                f"attack '{self.label}': the transfer protocol and source go together; "
+                + (
+                    "name the model the examples are crafted on with source: <model id>"
+                    if self.source is None
+                    else "add transfer to protocols (or drop source)"
+                )
+            )
         with _as_value_error():
             for params in self.settings():  # out-of-range values fail here, before any work
                 ATTACKS.create(self.name, **params)
@@ -909,6 +924,19 @@ class StudyConfig(_Strict):
                     f"certify.defenses: {unknown or self.certify.defenses} must be distinct "
                     f"labels of the study's defences ({', '.join(known)}); add the defence "
                     "under defenses: first"
+                )
+        owner = {i: m for m in self.models for i in m.ids()}
+        for attack in self.attacks:
+            if attack.source is None:
+                continue
+            if attack.source not in owner:
+                raise ValueError(
+                    f"attack '{attack.label}': source '{attack.source}' is not a model id of "
+                    f"this study; valid: {', '.join(owner)}"
+                )
+            if artefact_kind(owner[attack.source]) != "classifier":
+                raise ValueError(
+                    f"attack '{attack.label}': source '{attack.source}' must be a classifier"
                 )
         if self.baseline_model is not None:
             ids = [i for m in self.models for i in m.ids()]
