@@ -208,8 +208,13 @@ def reference_blocks(
     rows: list[CellRow],
     classes: list[str],
     cards: dict[str, dict[str, Any]] | None = None,
+    attack_rows: list[CellRow] | None = None,
 ) -> list[Block]:
-    """The paper's numbers beside ours, when the study names a ``reference``."""
+    """The paper's numbers beside ours, when the study names a ``reference``.
+
+    A table with a ``protocol`` reads its attack's cells of that protocol from
+    ``attack_rows`` (and its clean column from the degradation cells).
+    """
     reference = config.reference
     if reference is None:
         return []
@@ -220,7 +225,11 @@ def reference_blocks(
     if reference.notes:
         blocks.append(Bullets(reference.notes))
     for table in reference.tables:
-        blocks.append(_reference_table(table, stats, cards or {}))
+        table_stats = stats
+        if table.protocol is not None:
+            chosen = [r for r in attack_rows or [] if r.protocol == table.protocol]
+            table_stats = {**stats, **summarise(chosen)}
+        blocks.append(_reference_table(table, table_stats, cards or {}))
     for per_class in reference.per_class:
         blocks.append(_per_class_reference(per_class, rows, classes))
     return blocks

@@ -608,9 +608,11 @@ class ReferenceTable(_Strict):
 
     Rows are the defences of one ``model`` (lin2022's tables), or, with ``rows_are: models``,
     models of the study behind one ``defense`` (cavey's and ghosh2018's tables compare
-    training strategies). ``improvement`` adds ghosh2018's ``(d' - d) / (c - d)`` column, with
-    ``c`` and ``d`` the ``baseline`` row's clean and last-column values and ``d'`` each row's
-    last-column value; its mapping holds the paper's value per row.
+    training strategies). With ``protocol``, ``degradation`` names an attack label of the
+    study and the cells are its robust accuracies under that protocol (huang2021's tables).
+    ``improvement`` adds ghosh2018's ``(d' - d) / (c - d)`` column, with ``c`` and ``d`` the
+    ``baseline`` row's clean and last-column values and ``d'`` each row's last-column value; its
+    mapping holds the paper's value per row.
     """
 
     title: str
@@ -623,6 +625,11 @@ class ReferenceTable(_Strict):
     columns: list[float | None] = Field(description="severities; null for the clean column")
     rows: dict[str, list[float | None]] = Field(
         description="defence label (or model id) -> values per column"
+    )
+    protocol: Literal["oblivious", "adaptive", "transfer"] | None = Field(
+        None,
+        description="when degradation names an attack of the study: the protocol whose cells "
+        "fill the table (oblivious: huang2021's own protocol)",
     )
     baseline: str | None = Field(None, description="the row (model id) c and d come from")
     improvement: dict[str, float | None] | None = Field(

@@ -92,7 +92,12 @@ class DegradationPart(StudyPart[Plan]):
         """The paper's numbers beside ours, when the study names a reference."""
         rows = context.store.cells([c.key for c in plan.cells])
         return reference_blocks(
-            context.config, summarise(rows), rows, context.classes, context.store.models()
+            context.config,
+            summarise(rows),
+            rows,
+            context.classes,
+            context.store.models(),
+            attack_rows=context.store.cells(kind="attack"),
         )
 
     def leaderboard(self, plan: Plan, store: ResultsStore) -> LeaderboardScores:
