@@ -32,7 +32,7 @@ For each it reports
 
 The classifier is a freshly initialised ``lin2022_cnn``, frozen as the training loop freezes a
 denoiser's parent. Every time is the median of ``--repeats`` runs after a warm-up.
-About 1.5 minutes at one thread and the default width on an idle core.
+About 2 minutes at one thread at width 8 and 3.5 minutes at width 16 on a shared 2-vCPU VM.
 
 Run:
     python benchmarks/bench_denoisers.py --threads 1
