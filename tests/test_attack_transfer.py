@@ -71,3 +71,49 @@ def test_transfer_and_source_go_together(tmp_path: Path) -> None:
         parse_config(_study(tmp_path, protocols=["oblivious"]))
     with pytest.raises(ConfigError, match="source 'c-e1' is not a model id"):
         parse_config(_study(tmp_path, source="c-e1"))
+
+
+def test_runs_on_a_shared_source_are_made_once_for_every_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from robustlab.attack.gradient import PGD
+
+    calls: list[int] = []
+    run = PGD.run
+
+    def counting(self: PGD, model: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(id(model))
+        return run(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(PGD, "run", counting)
+    study = _study(tmp_path)
+    study["models"].append(
+        {"name": "c", "seed": 2, **{k: v for k, v in study["models"][0].items() if k != "name"}}
+    )
+    study["attacks"][0]["protocols"] = ["transfer"]
+    study["defenses"] = ["none"]
+    result = run_study(parse_config(study))
+    # One transfer run on a-e1 serves a-e1, b-e1 and c-e1 (one batch each).
+    assert len(calls) == 1
+    with result.results_csv.open() as f:
+        rows = [
+            r for r in csv.DictReader(f) if r["kind"] == "attack" and r["protocol"] == "transfer"
+        ]
+    assert len(rows) == 3
+
+
+def test_a_reference_table_of_a_protocol_needs_an_attack_run_under_it(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    table = {
+        "title": "t",
+        "rows_are": "models",
+        "degradation": "pgd",
+        "metric": "accuracy",
+        "columns": [0.15],
+        "rows": {"a-e1": [0.5]},
+    }
+    study["reference"] = {"citation": "c", "tables": [{**table, "protocol": "transfer"}]}
+    parse_config(study)
+    study["reference"]["tables"][0]["protocol"] = "adaptive"
+    with pytest.raises(ConfigError, match="must be the label of an attack of this study run"):
+        parse_config(study)

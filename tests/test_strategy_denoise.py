@@ -93,6 +93,24 @@ def test_bad_parameters_are_refused(params: dict[str, Any], message: str) -> Non
         create_strategy("denoise", **params)
 
 
+def test_a_perturbation_trains_on_degraded_clean_images() -> None:
+    noise = {"degradation": "gaussian_noise", "levels": [0.2, 0.4]}
+    strategy = create_strategy("denoise", perturbation=noise)
+    strategy.classifier = _classifier()  # type: ignore[attr-defined]
+    torch.manual_seed(0)
+    net = Denoiser(1, 28, width=4)
+    x = torch.rand(3, 1, 28, 28)
+    context = StepContext(
+        epoch=0, total_epochs=1, generator=torch.Generator().manual_seed(5), num_classes=10
+    )
+    loss = strategy.loss(net, x, torch.zeros(3, dtype=torch.long), context)
+    noisy = strategy.perturbation.apply(x, torch.Generator().manual_seed(5))  # type: ignore[attr-defined]
+    assert torch.allclose(loss, image_loss(x, net(noisy)))
+    assert "gaussian_noise" in strategy.describe()
+    with pytest.raises(InvalidParameterError, match="belong to adversarial training examples"):
+        create_strategy("denoise", perturbation=noise, strengths=[0.1])
+
+
 def test_a_network_that_does_not_fit_the_strategy_is_refused() -> None:
     examples = _examples((0.1,))
     strategy = _prepared(create_strategy("denoise", head_strengths=[[0.1]]), examples)

@@ -340,6 +340,7 @@ def attack_group(
     device: torch.device,
     on_batch: Callable[[int], None] | None = None,
     transfer_source: nn.Module | None = None,
+    shared: SharedRuns | None = None,
 ) -> dict[str, tuple[CellRow, dict[str, np.ndarray]]]:
     """Run the attack of ``group`` for the given cells; returns ``key -> (row, records)``.
 
@@ -353,6 +354,8 @@ def attack_group(
         on_batch: called with the number of images after each attack run on a batch.
         transfer_source: the model the transfer protocol's examples are crafted on (needed
             when a cell's protocol is ``transfer``).
+        shared: attack runs on a source model, kept for the other groups of the same source
+            and setting (composites whose oblivious source is one classifier, transfer runs).
     """
     began = time.perf_counter()
     setting = group.setting
@@ -388,15 +391,33 @@ def attack_group(
         for run in ["oblivious", "transfer", *sorted(adaptive)]
     }
     unstable_by_defense: dict[str, torch.Tensor] = {}
-    for x, y in dataset.test.batches(batch_size, device):
+    shared = shared if shared is not None else SharedRuns(0)
+    sources = {"oblivious": source, "transfer": transfer_source}
+    needed = {"oblivious": oblivious_needed, "transfer": transfer_needed}
+    # A run on another model than the group's (a composite's source, a transfer source) is the
+    # same for every group of that source and setting: reuse it when another group made it.
+    shareable = {"oblivious": source is not model, "transfer": True}
+    reused = {
+        run: shared.get(run, sources[run], setting.key)
+        for run in ("oblivious", "transfer")
+        if needed[run] and shareable[run]
+    }
+    fresh: dict[str, list[AttackResult]] = {run: [] for run in ("oblivious", "transfer")}
+    for index, (x, y) in enumerate(dataset.test.batches(batch_size, device)):
         runs: dict[str, AttackResult] = {}
-        if oblivious_needed:
-            runs["oblivious"] = attack.run(source, x, y, generators["oblivious"])
-            if on_batch is not None:
-                on_batch(len(x))
-        if transfer_needed:
-            assert transfer_source is not None
-            runs["transfer"] = attack.run(transfer_source, x, y, generators["transfer"])
+        for run in ("oblivious", "transfer"):
+            if not needed[run]:
+                continue
+            kept = reused.get(run)
+            if kept is not None:
+                runs[run] = kept[index]
+                if on_batch is not None:
+                    on_batch(len(x))
+                continue
+            run_source = sources[run]
+            assert run_source is not None
+            runs[run] = attack.run(run_source, x, y, generators[run])
+            fresh[run].append(runs[run])
             if on_batch is not None:
                 on_batch(len(x))
         for label in sorted(adaptive):
@@ -436,6 +457,9 @@ def attack_group(
             finite = torch.isfinite(quality)
             tally.psnr_sum += float(quality[finite].sum())
             tally.psnr_count += int(finite.sum())
+    for run, results in fresh.items():
+        if results and shareable[run]:
+            shared.put(run, sources[run], setting.key, results)
     seconds = time.perf_counter() - began
     out: dict[str, tuple[CellRow, dict[str, np.ndarray]]] = {}
     for cell in cells:
@@ -495,6 +519,38 @@ def attack_group(
     return out
 
 
+class SharedRuns:
+    """Attack runs on a source model, kept for every group with the same source and setting.
+
+    The oblivious run of a composite is made on its source (the classifier behind a denoiser,
+    member 1 of an ensemble), and a transfer run on the attack's source, with the generator
+    seeded by the setting alone: the same batches for every group that shares the source, so
+    one run serves them all. Runs are kept until ``limit_bytes`` of adversarial images are
+    held; later ones are recomputed.
+
+    Args:
+        limit_bytes: the most bytes of adversarial images kept.
+    """
+
+    def __init__(self, limit_bytes: int = 512 * 2**20) -> None:
+        self.limit_bytes = limit_bytes
+        self.bytes = 0
+        self._runs: dict[tuple[str, int, str], list[AttackResult]] = {}
+
+    def get(self, run: str, source: nn.Module | None, setting: str) -> list[AttackResult] | None:
+        """The kept run on ``source`` for ``setting``, batch by batch, or None."""
+        return self._runs.get((run, id(source), setting))
+
+    def put(
+        self, run: str, source: nn.Module | None, setting: str, results: list[AttackResult]
+    ) -> None:
+        """Keep a whole run (all batches) unless that would pass the limit."""
+        size = sum(r.adversarial.numel() * r.adversarial.element_size() for r in results)
+        if self.bytes + size <= self.limit_bytes:
+            self._runs[(run, id(source), setting)] = results
+            self.bytes += size
+
+
 def _runs_per_image(group: AttackGroup, todo: list[AttackCell]) -> int:
     oblivious = any(
         c.protocol == "oblivious" or (c.defense.name == "none" and c.protocol == "adaptive")
@@ -540,6 +596,7 @@ def execute_attacks(
     )
     task = progress.start("attacking", total)
     ran = 0
+    shared = SharedRuns()
     models = {g.model.id: g.model for g in pending}
     for model_id, planned in models.items():
         model = provider.provide(planned)
@@ -557,6 +614,7 @@ def execute_attacks(
             results = attack_group(
                 model, group, dataset, todo, batch_size=batch_size, device=device,
                 on_batch=lambda n: progress.advance(task, n), transfer_source=transfer,
+                shared=shared,
             )  # fmt: skip
             store.add_cells(
                 [row for row, _ in results.values()],

@@ -932,6 +932,16 @@ class StudyConfig(_Strict):
                     f"labels of the study's defences ({', '.join(known)}); add the defence "
                     "under defenses: first"
                 )
+        for table in self.reference.tables if self.reference is not None else []:
+            if table.protocol is None:
+                continue
+            attack = next((a for a in self.attacks if a.label == table.degradation), None)
+            if attack is None or table.protocol not in attack.protocols:
+                raise ValueError(
+                    f"reference table '{table.title}': with protocol {table.protocol}, "
+                    f"degradation must be the label of an attack of this study run under it; "
+                    f"attacks: {', '.join(f'{a.label} {a.protocols}' for a in self.attacks)}"
+                )
         owner = {i: m for m in self.models for i in m.ids()}
         for attack in self.attacks:
             if attack.source is None:

@@ -131,7 +131,10 @@ def plan_figures(fingerprint: str, models: list[PlannedModel]) -> DenoiserPlan |
             continue
         denoiser = _denoiser_of(model)
         assert denoiser.recipe is not None
-        spec = denoiser.recipe.build_strategy().spec  # type: ignore[attr-defined]
+        strategy = denoiser.recipe.build_strategy()
+        if getattr(strategy, "perturbation", None) is not None:
+            continue  # trained on a natural degradation: the degradation part shows it
+        spec = strategy.spec  # type: ignore[attr-defined]
         strengths = _spread(list(spec.strengths), FIGURE_STRENGTHS)
         payload = {
             "model": model.key(),

@@ -19,6 +19,11 @@ clean images:
 largest). ``head_strengths`` trains the multi-head denoiser of Sec. 3.4: one list of strengths
 per head, each head updated only on examples of its strengths (the U-Net on all).
 
+``perturbation`` trains the same network on a natural degradation instead (a training
+perturbation as the other strategies take it, :mod:`robustlab.train.perturbation`): each clean
+training image is degraded afresh by the strategy's generator and the denoiser learns to undo
+it, so a learned denoiser can be compared with the median and box filters on a study's noise.
+
 The model card's accuracy is the classifier's top-1 accuracy on clean images behind the
 denoiser (its first head when it has several and no ``default_head``).
 
@@ -40,6 +45,7 @@ from robustlab.data.base import SplitLike
 from robustlab.errors import InvalidParameterError
 from robustlab.models.denoisers import EPSILONS_ALL, Denoiser, image_loss, semantic_loss
 from robustlab.train.adversarial_examples import AdversarialExamples, ExampleSpec
+from robustlab.train.perturbation import Perturbation, perturbation_from
 from robustlab.train.strategy import STRATEGIES, FrozenParent, StepContext, Strategy
 
 #: Foolbox's LinfPGD (huang2021's attack): 40 steps of eps / 30 from a random start.
@@ -115,10 +121,13 @@ class Denoise(Strategy):
         attack: the attack making the examples, a spec string without ``eps``.
         images: how many training images are attacked (the first ones; all by default).
         examples_seed: seeds the attack (denoisers sharing it share the examples).
+        perturbation: train on this natural degradation of the clean training images
+            instead of adversarial examples (``{degradation, levels, ...}``); excludes the
+            attack's parameters.
 
     Raises:
         InvalidParameterError: for an unknown loss, a semantic loss without a layer, bad
-            strengths, or an unknown attack.
+            strengths, an unknown attack, or a perturbation given with attack parameters.
     """
 
     kind: ClassVar[str] = "denoiser"
@@ -134,7 +143,19 @@ class Denoise(Strategy):
         attack: str = DEFAULT_ATTACK,
         images: int | None = None,
         examples_seed: int = 0,
+        perturbation: dict[str, Any] | None = None,
     ) -> None:
+        self.perturbation: Perturbation | None = perturbation_from(perturbation)
+        if self.perturbation is not None and (
+            strengths is not None
+            or head_strengths is not None
+            or attack != DEFAULT_ATTACK
+            or images is not None
+        ):
+            raise InvalidParameterError(
+                "denoise: perturbation trains on a natural degradation; strengths, "
+                "head_strengths, attack and images belong to adversarial training examples"
+            )
         if loss not in ("image", "semantic"):
             raise InvalidParameterError(f"denoise: loss must be image or semantic, got {loss!r}")
         if loss == "semantic" and layer is None:
@@ -178,14 +199,19 @@ class Denoise(Strategy):
             what = f"heads {groups}"
         else:
             what = "strengths " + "/".join(f"{s:g}" for s in self.strengths)
+        if self.perturbation is not None:
+            return f"denoise({loss}, {self.perturbation.describe()})"
         images = "" if self.spec.images is None else f", {self.spec.images} images"
         return f"denoise({loss}, {what}, {self.spec.attack}{images})"
 
     def prepare(self, parent: FrozenParent | None, split: SplitLike) -> SplitLike:
-        """Keep the classifier; the split is its adversarial examples."""
-        self.examples = load_examples(parent, split, self.spec, "denoise")
-        assert parent is not None
+        """Keep the classifier; the split is its adversarial examples (or the clean split)."""
+        if parent is None:
+            raise InvalidParameterError("denoise trains against a classifier; give it a parent")
         self.classifier = parent.model
+        if self.perturbation is not None:
+            return split
+        self.examples = load_examples(parent, split, self.spec, "denoise")
         return self.examples
 
     def _check(self, model: nn.Module) -> None:
@@ -210,11 +236,19 @@ class Denoise(Strategy):
     def loss(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, context: StepContext
     ) -> torch.Tensor:
-        """The image or semantic loss of the denoised batch (``y`` are the example rows)."""
-        if self.examples is None or self.classifier is None:
+        """The image or semantic loss of the denoised batch (``y`` are the example rows).
+
+        With a ``perturbation``, ``x`` are clean training images, degraded here.
+        """
+        if self.classifier is None or (self.examples is None and self.perturbation is None):
             raise InvalidParameterError("denoise: prepare() must run before training")
         if context.images == 0:
             self._check(model)
+        if self.perturbation is not None:
+            clean, x = x, self.perturbation.apply(x, context.generator)
+            context.images += len(x)
+            return self._compare(clean, model(x))
+        assert self.examples is not None
         clean = self.examples.clean(y)
         if self.head_groups is None:
             denoised = model(x)
@@ -223,8 +257,12 @@ class Denoise(Strategy):
             every = model.forward_all_heads(x)  # type: ignore[operator]
             denoised = every[heads, torch.arange(len(x), device=x.device)]
         context.images += len(x)
+        return self._compare(clean, denoised)
+
+    def _compare(self, clean: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
         if self.loss_name == "image":
             return image_loss(clean, denoised)
+        assert self.classifier is not None
         return semantic_loss(self.classifier, str(self.layer), clean, denoised)
 
     def score(self, model: nn.Module, split: Any) -> float:
