@@ -229,3 +229,75 @@ def test_the_denoised_model_is_the_classifier_behind_the_denoiser() -> None:
         Denoised(denoiser, classifier, head=2)
     with pytest.raises(InvalidParameterError, match="must return images"):
         Denoised(nn.Flatten(), classifier).denoise(x)
+
+
+def test_each_epoch_count_of_the_classifier_has_its_own_examples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import robustlab.train.strategies.denoise as denoise_module
+
+    folders: list[str] = []
+    load = denoise_module.load_examples
+
+    def recording(parent: Any, split: Any, spec: Any, who: str) -> AdversarialExamples:
+        folders.append(spec.key(parent.key, parent.data_fingerprint))
+        assert parent.key.endswith(("-e1", "-e2"))
+        return load(parent, split, spec, who)
+
+    monkeypatch.setattr(denoise_module, "load_examples", recording)
+    tiny = {"images": 20, "strengths": [0.1], "attack": "pgd:steps=1"}
+    denoiser = {
+        "architecture": "huang2021_denoiser",
+        "params": {"in_channels": 1, "image_size": 28, "width": 2},
+        "strategy": {"name": "denoise", "params": tiny},
+        "epochs": [1],
+        "batch_size": 10,
+    }
+    study = {
+        "name": "denoise-epochs",
+        "dataset": {"name": "mnist-sample", "test_limit": 20},
+        "models": [
+            {"name": "cnn", "architecture": "lin2022_cnn", "epochs": [1, 2], "batch_size": 500},
+            {"name": "d1", "parent": "cnn-e1", **denoiser},
+            {"name": "d2", "parent": "cnn-e2", **denoiser},
+            {"name": "c1", "denoised": {"denoiser": "d1-e1", "model": "cnn-e1"}},
+            {"name": "c2", "denoised": {"denoiser": "d2-e1", "model": "cnn-e2"}},
+        ],
+        "output": str(tmp_path / "run"),
+    }
+    run_study(parse_config(study))
+    # The classifier's cache key is one lineage for both lengths; the examples are not.
+    assert len(folders) == 2 and folders[0] != folders[1]
+
+
+def test_a_denoised_entry_fits_its_denoisers_heads_and_decoders(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    study["models"][3]["denoised"]["head"] = 1
+    with pytest.raises(ConfigError, match="head 1 does not exist"):
+        parse_config(study)
+    study = _study(tmp_path)
+    study["models"][3]["denoised"]["output"] = "sl"
+    with pytest.raises(ConfigError, match="picks a decoder of an AdvFilter"):
+        parse_config(study)
+    study = _study(tmp_path)
+    study["models"][1]["params"]["heads"] = 2
+    study["models"][1]["strategy"]["params"] = {"head_strengths": [[0.05], [0.1, 0.2]]}
+    with pytest.raises(ConfigError, match="has 2 heads and no default_head"):
+        parse_config(study)
+    study["models"][3]["denoised"]["head"] = 1
+    parse_config(study)
+
+
+def test_an_advfilter_decoder_can_answer_alone() -> None:
+    from robustlab.models.denoisers import AdvFilter
+
+    torch.manual_seed(0)
+    advfilter, classifier = AdvFilter(1, 28, width=4, fusion_hidden=4), _classifier()
+    x = torch.rand(2, 1, 28, 28)
+    decoded = advfilter.ynet(x)
+    assert torch.equal(Denoised(advfilter, classifier, output="m").denoise(x), decoded.denoised_m)
+    assert torch.equal(Denoised(advfilter, classifier, output="sl").denoise(x), decoded.denoised_sl)
+    with pytest.raises(InvalidParameterError, match="has no heads"):
+        Denoised(advfilter, classifier, head=0)
+    with pytest.raises(InvalidParameterError, match="Denoiser has none"):
+        Denoised(Denoiser(1, 28, width=4), classifier, output="sl")

@@ -141,22 +141,28 @@ def test_the_accuracy_table_puts_each_denoised_model_under_its_bare_classifier(
 ) -> None:
     models = [m for m in plan_models(parse_config(_study(tmp_path))) if m.composite]
 
-    def row(model: str, protocol: str, eps: float, accuracy: float) -> CellRow:
+    def row(model: str, protocol: str, eps: float, accuracy: float, label: str = "pgd") -> CellRow:
         return CellRow(
             key=f"{model}{protocol}{eps}", kind="attack", model=model, defense="none",
-            setting="pgd", setting_name="pgd", params={}, severity_name="eps", severity=eps,
-            trial=0, n=10, errors=0, accuracy=accuracy, protocol=protocol,
+            setting=label, setting_name="pgd", params={"eps": eps, "steps": 3},
+            severity_name="eps", severity=eps, trial=0, n=10, errors=0, accuracy=accuracy,
+            protocol=protocol,
         )  # fmt: skip
 
     rows = [
         row("cnn-e1", "oblivious", 0.1, 0.2),
-        row("cnn-e1", "adaptive", 0.1, 0.2),
+        row("cnn-e1", "oblivious", 0.3, 0.0),
         row("cnn-filt", "oblivious", 0.1, 0.9),
-        row("cnn-filt", "adaptive", 0.1, 0.4),
+        row("cnn-filt", "oblivious", 0.3, 0.7),
+        # Other entries of the same attack (another label) join the same table.
+        row("cnn-filt", "adaptive", 0.1, 0.4, "pgd-adaptive"),
+        row("cnn-e1", "transfer", 0.1, 0.2, "pgd-transfer"),
+        row("cnn-filt", "transfer", 0.1, 0.9, "pgd-transfer"),
     ]
-    (table,) = accuracy_tables(models, rows)
+    (table,) = accuracy_tables(models, rows, {"pgd-transfer": "cnn-e1"})
     assert table.rows == [  # type: ignore[attr-defined]
-        ["cnn-e1 (bare)", "20.0"],
-        ["cnn-filt (oblivious: made on the bare classifier)", "90.0"],
-        ["cnn-filt (adaptive: through the denoiser)", "40.0"],
+        ["cnn-e1 (bare, white-box)", "20.0", "0.0"],
+        ["cnn-filt (oblivious: made on the bare classifier)", "90.0", "70.0"],
+        ["cnn-filt (adaptive: through the denoiser)", "40.0", "–"],
+        ["cnn-filt (transfer from cnn-e1)", "90.0", "–"],
     ]

@@ -36,27 +36,49 @@ class Denoised(nn.Module):
         denoiser: maps images ``(N, C, H, W)`` in ``[0, 1]`` to images of the same shape.
         classifier: the classifier behind it (logits out).
         head: for a multi-head denoiser, the head to use (0-based); None: its default.
+        output: for an AdvFilter, ``fused`` (Eq. 12, default), or one decoder alone: ``sl``
+            or ``m`` (huang2021 Table 4's PA-Filt_sl and PA-Filt_m rows).
 
     Raises:
-        InvalidParameterError: for a head the denoiser does not have.
+        InvalidParameterError: for a head the denoiser does not have, or a decoder output of
+            a network that is not an AdvFilter.
     """
 
-    def __init__(self, denoiser: nn.Module, classifier: nn.Module, head: int | None = None) -> None:
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        classifier: nn.Module,
+        head: int | None = None,
+        output: str = "fused",
+    ) -> None:
         super().__init__()
-        heads = int(getattr(denoiser, "num_heads", 1))
-        if head is not None and not 0 <= head < heads:
+        if head is not None:
+            heads = getattr(denoiser, "num_heads", None)
+            if heads is None or not 0 <= head < int(heads):
+                raise InvalidParameterError(
+                    f"head {head} does not exist: {type(denoiser).__name__} has "
+                    + ("no heads to choose from" if heads is None else f"heads 0..{heads - 1}")
+                )
+        if output not in ("fused", "sl", "m"):
+            raise InvalidParameterError(f"output must be fused, sl or m, got {output!r}")
+        if output != "fused" and not isinstance(getattr(denoiser, "ynet", None), nn.Module):
             raise InvalidParameterError(
-                f"head {head} does not exist: the denoiser has {heads} head(s), 0..{heads - 1}"
+                f"output {output!r} picks one decoder of an AdvFilter; "
+                f"{type(denoiser).__name__} has none"
             )
         self.denoiser = denoiser
         self.classifier = classifier
         self.head = head
+        self.output = output
 
     def denoise(self, x: torch.Tensor) -> torch.Tensor:
         """The denoised images."""
-        out: torch.Tensor = (
-            self.denoiser(x) if self.head is None else self.denoiser(x, head=self.head)
-        )
+        if self.output != "fused":
+            ynet: nn.Module = self.denoiser.ynet  # type: ignore[assignment]
+            decoded = ynet(x)
+            out: torch.Tensor = decoded.denoised_sl if self.output == "sl" else decoded.denoised_m
+        else:
+            out = self.denoiser(x) if self.head is None else self.denoiser(x, head=self.head)
         if out.shape != x.shape:
             raise InvalidParameterError(
                 f"the denoiser returned {tuple(out.shape)} for images {tuple(x.shape)}; a "

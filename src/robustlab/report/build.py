@@ -113,6 +113,7 @@ def report_blocks(store: ResultsStore) -> tuple[list[Block], str]:
         for part in study_parts()
         if part.name in stored["parts"]
     ]
+    context.plans = {part.name: plan for part, plan in parts}
     title = f"robustlab study: {config.name}"
 
     blocks: list[Block] = [Heading(title, 1)]

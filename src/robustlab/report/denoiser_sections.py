@@ -43,7 +43,6 @@ _PIXELS = ["brightest", "largest map value", "smallest map value", "centre"]
 _PROTOCOL_TEXT = {
     "oblivious": "oblivious: made on the bare classifier",
     "adaptive": "adaptive: through the denoiser",
-    "transfer": "transfer",
 }
 
 
@@ -51,9 +50,25 @@ def _pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
-def accuracy_tables(models: Sequence[PlannedModel], rows: Sequence[CellRow]) -> list[Block]:
-    """Robust accuracy per strength: each bare classifier, then the models behind denoisers."""
-    by_attack: dict[str, dict[tuple[str, str], dict[float, float]]] = defaultdict(
+def _attack_key(row: CellRow) -> tuple[str, str]:
+    """An attack up to its strength: its name and its other parameters (labels merged)."""
+    fixed = {k: v for k, v in sorted(row.params.items()) if k != "eps"}
+    return row.setting_name, ", ".join(f"{k}={v}" for k, v in fixed.items())
+
+
+def accuracy_tables(
+    models: Sequence[PlannedModel],
+    rows: Sequence[CellRow],
+    sources: dict[str, str] | None = None,
+) -> list[Block]:
+    """Robust accuracy per strength: each bare classifier, then the models behind denoisers.
+
+    Cells of one attack (name and parameters but eps) share a table whatever their label, so
+    a study's oblivious, adaptive and transfer entries of one PGD sit side by side.
+    ``sources`` maps the label of a transfer entry to the model its examples come from.
+    """
+    sources = sources or {}
+    tables: dict[tuple[str, str], dict[tuple[str, str], dict[float, float]]] = defaultdict(
         lambda: defaultdict(dict)
     )
     for row in rows:
@@ -61,37 +76,49 @@ def accuracy_tables(models: Sequence[PlannedModel], rows: Sequence[CellRow]) -> 
             continue
         if row.severity is None:
             continue
-        by_attack[row.setting][(row.model, row.protocol)][row.severity] = row.accuracy
+        how = row.protocol
+        if how == "transfer":
+            how = f"transfer from {sources.get(row.setting, '?')}"
+        tables[_attack_key(row)][(row.model, how)][row.severity] = row.accuracy
     blocks: list[Block] = []
-    for attack, series in by_attack.items():
+    for (name, fixed), series in tables.items():
         columns = sorted({eps for values in series.values() for eps in values})
-        body = []
+
+        def line(
+            label: str, values: dict[float, float], columns: list[float] = columns
+        ) -> list[str]:
+            return [label, *(_pct(values[e]) if e in values else "–" for e in columns)]
+
+        body: list[list[str]] = []
         shown: set[str] = set()
         for model in models:
             classifier = model.parent_ids.get("classifier", "")
             if classifier not in shown:
                 shown.add(classifier)
-                for protocol in ("oblivious", "adaptive", "transfer"):
-                    values = series.get((classifier, protocol))
-                    if values:
-                        body.append(
-                            [f"{classifier} (bare)", *(_pct(v) if (v := values.get(e)) is not None
-                                                       else "–" for e in columns)]
-                        )  # fmt: skip
-                        break
-            for protocol in ("oblivious", "adaptive", "transfer"):
-                values = series.get((model.id, protocol))
-                if values:
-                    body.append(
-                        [f"{model.id} ({_PROTOCOL_TEXT[protocol]})",
-                         *(_pct(v) if (v := values.get(e)) is not None else "–" for e in columns)]
-                    )  # fmt: skip
-        if any(len(r) > 1 for r in body) and any("(" in r[0] and "bare" not in r[0] for r in body):
+                # Without a defence, oblivious and adaptive attack the bare classifier alike.
+                white_box = {
+                    **series.get((classifier, "adaptive"), {}),
+                    **series.get((classifier, "oblivious"), {}),
+                }
+                if white_box:
+                    body.append(line(f"{classifier} (bare, white-box)", white_box))
+                for (owner, how), values in series.items():
+                    if (
+                        owner == classifier
+                        and how.startswith("transfer")
+                        and (how != f"transfer from {classifier}")
+                    ):
+                        body.append(line(f"{classifier} (bare, {how})", values))
+            for (owner, how), values in series.items():
+                if owner == model.id:
+                    body.append(line(f"{model.id} ({_PROTOCOL_TEXT.get(how, how)})", values))
+        if any(r[0].startswith(m.id + " (") for r in body for m in models):
             blocks.append(
                 Table(
                     ["model", *(f"eps={e:g}" for e in columns)],
                     body,
-                    caption=f"{attack}: robust accuracy (%) per strength, no input defence",
+                    caption=f"{name} ({fixed or 'defaults'}): robust accuracy (%) per strength, "
+                    "no input defence",
                 )
             )
     return blocks
@@ -173,11 +200,18 @@ def figure_blocks(
 
 
 def denoiser_blocks(
-    jobs: Sequence[tuple[PlannedModel, str, Sequence[float]]], store: ResultsStore
+    jobs: Sequence[tuple[PlannedModel, str, Sequence[float]]],
+    store: ResultsStore,
+    attack_rows: Sequence[CellRow],
+    sources: dict[str, str] | None = None,
 ) -> list[Block]:
-    """The denoiser section: accuracy per strength, then every denoiser's figures."""
+    """The denoiser section: accuracy per strength, then every denoiser's figures.
+
+    ``attack_rows`` are the cells of the study's current attack plan, ``sources`` the
+    source model of each transfer entry (by label).
+    """
     models = [model for model, _, _ in jobs]
-    blocks: list[Block] = accuracy_tables(models, store.cells(kind="attack"))
+    blocks: list[Block] = accuracy_tables(models, attack_rows, sources)
     for model, key, strengths in jobs:
         arrays = store.records(key)
         if arrays is not None:

@@ -365,17 +365,19 @@ def attack_group(
         c.defense.label: create_defense(c.defense.name, **c.defense.params).to(device).eval()
         for c in cells
     }
-    oblivious_needed = any(
-        c.protocol == "oblivious" or (c.defense.name == "none" and c.protocol != "transfer")
-        for c in cells
-    )
     adaptive = {c.defense.label for c in cells if c.protocol == "adaptive"}
     transfer_needed = any(c.protocol == "transfer" for c in cells)
     if transfer_needed and transfer_source is None:
         raise ValueError(f"attack {setting.label}: the transfer protocol needs its source model")
-    # A composite (router, adaptive filter, ensemble) names the model an attacker unaware of
-    # it would attack: the oblivious protocol crafts there and evaluates on the composite.
+    # A composite (router, adaptive filter, ensemble, denoised) names the model an attacker
+    # unaware of it would attack: the oblivious protocol crafts there and evaluates on it.
     source: nn.Module = getattr(model, "oblivious_source", model)
+    # Without a defence the adaptive attack on a plain model is the oblivious run itself.
+    oblivious_needed = any(
+        c.protocol == "oblivious"
+        or (c.protocol == "adaptive" and c.defense.name == "none" and source is model)
+        for c in cells
+    )
     surfaces = {
         label: attack_surface(
             model,
@@ -398,7 +400,7 @@ def attack_group(
     # same for every group of that source and setting: reuse it when another group made it.
     shareable = {"oblivious": source is not model, "transfer": True}
     reused = {
-        run: shared.get(run, sources[run], setting.key)
+        run: shared.get(sources[run], setting.key)
         for run in ("oblivious", "transfer")
         if needed[run] and shareable[run]
     }
@@ -409,6 +411,12 @@ def attack_group(
             if not needed[run]:
                 continue
             kept = reused.get(run)
+            if run == "transfer" and transfer_source is source and "oblivious" in runs:
+                runs[run] = runs["oblivious"]  # the same model, setting and seed: one run
+                fresh[run].append(runs[run])
+                if on_batch is not None:
+                    on_batch(len(x))
+                continue
             if kept is not None:
                 runs[run] = kept[index]
                 if on_batch is not None:
@@ -459,7 +467,7 @@ def attack_group(
             tally.psnr_count += int(finite.sum())
     for run, results in fresh.items():
         if results and shareable[run]:
-            shared.put(run, sources[run], setting.key, results)
+            shared.put(sources[run], setting.key, results)
     seconds = time.perf_counter() - began
     out: dict[str, tuple[CellRow, dict[str, np.ndarray]]] = {}
     for cell in cells:
@@ -524,9 +532,10 @@ class SharedRuns:
 
     The oblivious run of a composite is made on its source (the classifier behind a denoiser,
     member 1 of an ensemble), and a transfer run on the attack's source, with the generator
-    seeded by the setting alone: the same batches for every group that shares the source, so
-    one run serves them all. Runs are kept until ``limit_bytes`` of adversarial images are
-    held; later ones are recomputed.
+    seeded by the setting alone: the same batches for every group that shares the source (an
+    oblivious and a transfer run on one model are the same run), so one run serves them all.
+    Runs are kept until ``limit_bytes`` of adversarial images are held; later ones are
+    recomputed.
 
     Args:
         limit_bytes: the most bytes of adversarial images kept.
@@ -535,25 +544,26 @@ class SharedRuns:
     def __init__(self, limit_bytes: int = 512 * 2**20) -> None:
         self.limit_bytes = limit_bytes
         self.bytes = 0
-        self._runs: dict[tuple[str, int, str], list[AttackResult]] = {}
+        self._runs: dict[tuple[int, str], list[AttackResult]] = {}
 
-    def get(self, run: str, source: nn.Module | None, setting: str) -> list[AttackResult] | None:
+    def get(self, source: nn.Module | None, setting: str) -> list[AttackResult] | None:
         """The kept run on ``source`` for ``setting``, batch by batch, or None."""
-        return self._runs.get((run, id(source), setting))
+        return self._runs.get((id(source), setting))
 
-    def put(
-        self, run: str, source: nn.Module | None, setting: str, results: list[AttackResult]
-    ) -> None:
+    def put(self, source: nn.Module | None, setting: str, results: list[AttackResult]) -> None:
         """Keep a whole run (all batches) unless that would pass the limit."""
+        key = (id(source), setting)
         size = sum(r.adversarial.numel() * r.adversarial.element_size() for r in results)
-        if self.bytes + size <= self.limit_bytes:
-            self._runs[(run, id(source), setting)] = results
+        if key not in self._runs and self.bytes + size <= self.limit_bytes:
+            self._runs[key] = results
             self.bytes += size
 
 
 def _runs_per_image(group: AttackGroup, todo: list[AttackCell]) -> int:
+    plain = group.model.composite is None  # its oblivious run is on itself
     oblivious = any(
-        c.protocol == "oblivious" or (c.defense.name == "none" and c.protocol == "adaptive")
+        c.protocol == "oblivious"
+        or (c.defense.name == "none" and c.protocol == "adaptive" and plain)
         for c in todo
     )
     adaptive = {

@@ -77,8 +77,14 @@ def describe_composite(composite: dict[str, Any]) -> str:
     if kind == "master_slave":
         return "master_slave(MS)" if composite["decision"] == "switch" else "master_slave(AMS)"
     if kind == "denoised":
-        head = composite.get("head")
-        return "denoised" if head is None else f"denoised(head {head})"
+        head, output = composite.get("head"), composite.get("output")
+        return (
+            f"denoised(head {head})"
+            if head is not None
+            else f"denoised({output} decoder)"
+            if output
+            else "denoised"
+        )
     return "adaptive_filter(learned)" if composite.get("filters") is None else "adaptive_filter"
 
 
@@ -282,7 +288,8 @@ def _denoised(
     parents: dict[str, nn.Module], spec: dict[str, Any], context: CompositeContext
 ) -> tuple[nn.Module, dict[str, Any]]:
     denoiser, classifier = parents["denoiser"], parents["classifier"]
-    model = Denoised(denoiser, classifier, spec.get("head")).to(context.device).eval()
+    model = Denoised(denoiser, classifier, spec.get("head"), spec.get("output", "fused"))
+    model = model.to(context.device).eval()
     trained_for = context.parents["denoiser"].parent_ids.get("classifier")
     x, y = _first(context.dataset.test, DIAGNOSTIC_IMAGES, context.device)
     cleaned = torch.cat([model.denoise(x[i : i + 500]) for i in range(0, len(x), 500)])

@@ -261,6 +261,9 @@ class DenoisedConfig(_Strict):
     head: int | None = Field(
         None, ge=0, description="the head of a multi-head denoiser (0-based); none: its default"
     )
+    output: Literal["fused", "sl", "m"] = Field(
+        "fused", description="an AdvFilter's fused output, or one decoder's (sl, m: Table 4)"
+    )
 
 
 class ModelConfig(_Strict):
@@ -1193,6 +1196,8 @@ def _check_composite_kinds(m: ModelConfig, models: list[ModelConfig]) -> None:
                         f"{', '.join(joint)} but master '{m.master_slave.master}' predicts "
                         f"{', '.join(bins)}; train both on the same bins, in the same order"
                     )
+    if m.denoised is not None:
+        _check_denoised(m, owner[_one_id(m, "denoiser", m.denoised.denoiser, models)])
     if m.adaptive_filter is not None and m.adaptive_filter.filters is not None:
         detector = owner[_one_id(m, "detector", m.adaptive_filter.detector, models)]
         bins = _bins_of(detector) or []
@@ -1203,6 +1208,29 @@ def _check_composite_kinds(m: ModelConfig, models: list[ModelConfig]) -> None:
                 f"'{m.adaptive_filter.detector}' ({', '.join(bins)}) and nothing else; got "
                 f"{', '.join(given) or 'none'}"
             )
+
+
+def _check_denoised(m: ModelConfig, denoiser: ModelConfig) -> None:
+    """A denoised entry's head and output fit its denoiser's network (before any training)."""
+    assert m.denoised is not None
+    spec, params = m.denoised, denoiser.params
+    advfilter = denoiser.architecture == "huang2021_advfilter"
+    heads = int(params.get("heads", 1)) if not advfilter else None
+    if spec.output != "fused" and not advfilter:
+        raise ValueError(
+            f"model '{m.name}': output {spec.output} picks a decoder of an AdvFilter; denoiser "
+            f"'{spec.denoiser}' is a {denoiser.architecture}"
+        )
+    if spec.head is not None and (heads is None or spec.head >= heads):
+        raise ValueError(
+            f"model '{m.name}': head {spec.head} does not exist; denoiser '{spec.denoiser}' has "
+            + ("no heads" if heads is None else f"{heads} (0..{heads - 1})")
+        )
+    if heads is not None and heads > 1 and spec.head is None and params.get("default_head") is None:
+        raise ValueError(
+            f"model '{m.name}': denoiser '{spec.denoiser}' has {heads} heads and no "
+            "default_head; choose one with head: <0-based index> (huang2021 evaluates each)"
+        )
 
 
 def _check_parents(models: list[ModelConfig]) -> None:

@@ -322,7 +322,10 @@ def _composite_spec(m: ModelConfig) -> dict[str, Any]:
         decision = "switch" if m.master_slave.master is not None else "max_confidence"
         return {"kind": "master_slave", "decision": decision}
     if m.denoised is not None:
-        return {"kind": "denoised", "head": m.denoised.head}
+        denoised: dict[str, Any] = {"kind": "denoised", "head": m.denoised.head}
+        if m.denoised.output != "fused":
+            denoised["output"] = m.denoised.output
+        return denoised
     spec = m.adaptive_filter
     assert spec is not None
     return {

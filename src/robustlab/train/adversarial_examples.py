@@ -56,7 +56,7 @@ from robustlab.seeding import derive_seed, make_generator
 from robustlab.spec import format_spec, parse_spec
 
 #: Bump when a change to generation changes the examples (cache keys).
-EXAMPLES_CODE_VERSION = 1
+EXAMPLES_CODE_VERSION = 2  # 2: the classifier's key holds its epochs
 #: Images attacked per batch while generating.
 GENERATION_BATCH = 500
 

@@ -235,7 +235,9 @@ class ModelCache:
                 p.requires_grad_(False)
             frozen_parent = FrozenParent(
                 parent_model.eval(),
-                parents[str(strategy.parent_role)].key,
+                # The parent's cache key leaves out its epochs (a lineage); derived artefacts
+                # (a denoiser's adversarial examples) must tell 3 epochs from 10.
+                "{}-e{}".format(*parents[str(strategy.parent_role)].for_key()),
                 self.root,
                 fingerprint,
                 on_log,

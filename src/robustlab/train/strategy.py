@@ -71,8 +71,8 @@ class FrozenParent:
 
     Attributes:
         model: the parent in eval mode on the training device, its parameters frozen.
-        key: the parent's cache key (what derived artefacts, e.g. its adversarial examples,
-            are keyed by).
+        key: the parent's cache key and epochs, ``<key>-e<epochs>`` (what derived artefacts,
+            e.g. its adversarial examples, are keyed by).
         cache_root: the model cache's folder, where such derived artefacts are stored.
         data_fingerprint: the fingerprint of the training split.
         log: reports a line of progress (e.g. each strength of examples being generated).

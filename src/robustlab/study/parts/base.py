@@ -81,6 +81,7 @@ class ReportContext:
     models: list[PlannedModel]
     classes: list[str]
     dataset: dict[str, Any]
+    plans: dict[str, Any] = field(default_factory=dict)  # every part's decoded plan, by name
 
     @property
     def run_dir(self) -> Path:
@@ -137,6 +138,20 @@ class StudyPart(ABC, Generic[P]):
     @abstractmethod
     def report_blocks(self, plan: P, context: ReportContext) -> list[Block]:
         """The part's sections of the report."""
+
+
+def planned_attack_keys(context: ReportContext) -> list[str]:
+    """The keys of the attack cells the study plans now (never stale cells of the store)."""
+    plan = context.plans.get("attacks")
+    return [cell.key for cell in plan.cells] if plan is not None else []
+
+
+def transfer_sources(context: ReportContext) -> dict[str, str]:
+    """Attack label -> the model a transfer entry crafts its examples on."""
+    plan = context.plans.get("attacks")
+    if plan is None:
+        return {}
+    return {s.label: s.source for s in plan.settings if s.source is not None}
 
 
 PARTS: list[StudyPart[Any]] = []

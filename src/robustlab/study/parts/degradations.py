@@ -27,7 +27,13 @@ from robustlab.report.leaderboard import LeaderboardScores, degradation_scores
 from robustlab.report.summary import summarise
 from robustlab.study.config import StudyConfig
 from robustlab.study.executor import EvalOptions, execute
-from robustlab.study.parts.base import PartRun, ReportContext, StudyPart, register_part
+from robustlab.study.parts.base import (
+    PartRun,
+    ReportContext,
+    StudyPart,
+    planned_attack_keys,
+    register_part,
+)
 from robustlab.study.plan import Plan, PlannedModel, make_plan
 from robustlab.study.store import ResultsStore
 
@@ -97,7 +103,7 @@ class DegradationPart(StudyPart[Plan]):
             rows,
             context.classes,
             context.store.models(),
-            attack_rows=context.store.cells(kind="attack"),
+            attack_rows=context.store.cells(planned_attack_keys(context)),
         )
 
     def leaderboard(self, plan: Plan, store: ResultsStore) -> LeaderboardScores:

@@ -54,7 +54,14 @@ from robustlab.report.document import Block
 from robustlab.seeding import derive_seed, make_generator
 from robustlab.spec import parse_spec
 from robustlab.study.config import StudyConfig
-from robustlab.study.parts.base import PartRun, ReportContext, StudyPart, register_part
+from robustlab.study.parts.base import (
+    PartRun,
+    ReportContext,
+    StudyPart,
+    planned_attack_keys,
+    register_part,
+    transfer_sources,
+)
 from robustlab.study.plan import PlannedModel
 from robustlab.study.store import CellRow, ResultsStore
 
@@ -286,5 +293,8 @@ class DenoiserPart(StudyPart[DenoiserPlan]):
     def report_blocks(self, plan: DenoiserPlan, context: ReportContext) -> list[Block]:
         """Accuracy per strength of every denoised model, and the figures."""
         return denoiser_blocks(
-            [(job.model, job.key, job.strengths) for job in plan.jobs], context.store
+            [(job.model, job.key, job.strengths) for job in plan.jobs],
+            context.store,
+            context.store.cells(planned_attack_keys(context)),
+            transfer_sources(context),
         )
