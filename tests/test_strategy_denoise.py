@@ -16,6 +16,7 @@ from robustlab.models.denoised import Denoised
 from robustlab.models.denoisers import Denoiser, image_loss, semantic_loss
 from robustlab.study.config import parse_config
 from robustlab.study.runner import run_study
+from robustlab.study.store import ResultsStore
 from robustlab.train.adversarial_examples import AdversarialExamples
 from robustlab.train.strategy import StepContext, create_strategy
 
@@ -301,3 +302,40 @@ def test_an_advfilter_decoder_can_answer_alone() -> None:
         Denoised(advfilter, classifier, head=0)
     with pytest.raises(InvalidParameterError, match="Denoiser has none"):
         Denoised(Denoiser(1, 28, width=4), classifier, output="sl")
+
+
+@pytest.mark.slow
+def test_a_noise_trained_denoiser_sits_beside_the_filters_on_the_same_cells(
+    tmp_path: Path,
+) -> None:
+    noise = {"degradation": "gaussian_noise", "levels": {"low": 0.1, "high": 0.5}}
+    study = {
+        "name": "denoise-noise",
+        "dataset": {"name": "mnist-sample", "test_limit": 300},
+        "models": [
+            {"name": "cnn", "architecture": "lin2022_cnn", "epochs": [2], "batch_size": 50,
+             "learning_rate": 0.001},
+            {"name": "nf", "architecture": "huang2021_denoiser", "parent": "cnn-e2",
+             "params": {"in_channels": 1, "image_size": 28, "width": 4},
+             "strategy": {"name": "denoise", "params": {"perturbation": noise}},
+             "epochs": [2], "batch_size": 50, "learning_rate": 0.001},
+            {"name": "cnn-nf", "denoised": {"denoiser": "nf-e2", "model": "cnn-e2"}},
+        ],
+        "defenses": ["none", "median"],
+        "degradations": [{"name": "gaussian_noise", "grid": {"sigma": [0.5]}}],
+        "output": str(tmp_path / "run"),
+    }  # fmt: skip
+    result = run_study(parse_config(study))
+    store = ResultsStore(result.run_dir / "results.sqlite")
+    noisy = {
+        (r.model, r.defense): r
+        for r in store.cells(kind="degradation")
+        if r.setting == "gaussian_noise"
+    }
+    # The learned denoiser undoes the noise it was trained on better than nothing does.
+    assert noisy[("cnn-nf", "none")].accuracy > noisy[("cnn-e2", "none")].accuracy + 0.2
+    # What the classifier sees is measured wherever something cleans the input, and only there.
+    assert "output_ssim" not in noisy[("cnn-e2", "none")].metrics
+    for key in [("cnn-e2", "median"), ("cnn-nf", "none"), ("cnn-nf", "median")]:
+        assert 0 < noisy[key].metrics["output_ssim"] <= 1, key
+    assert "Image quality after the defence" in result.report_md.read_text()

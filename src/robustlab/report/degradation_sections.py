@@ -24,6 +24,7 @@ from robustlab.report.plots import accuracy_curves, montage_figure, training_lev
 from robustlab.report.sections import (
     improvement_tables,
     mce_table,
+    output_quality_tables,
     per_class_tables,
     quality_tables,
     scatter_figures,
@@ -357,6 +358,7 @@ def degradation_blocks(
     blocks += improvement_tables(plan, stats, severities)
     blocks += mce_table(plan, stats, severities, config.baseline_model)
     blocks += quality_tables(plan, rows, severities)
+    blocks += output_quality_tables(plan, rows, severities)
     if classes:
         blocks += per_class_tables(plan, rows, classes)
     if severities:

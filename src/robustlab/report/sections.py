@@ -74,6 +74,49 @@ def quality_tables(plan: Plan, rows: list[CellRow], severities: Severities) -> l
     ]
 
 
+def output_quality_tables(plan: Plan, rows: list[CellRow], severities: Severities) -> list[Block]:
+    """PSNR / SSIM of what the classifier sees after each defence (and a denoiser), per setting.
+
+    One row per model and defence that transforms its input, one column per degradation
+    setting (clean first), averaged over trials; huang2021's Table 2 for natural degradations.
+    """
+    by_key: dict[tuple[str, str, str, float | None], list[CellRow]] = defaultdict(list)
+    for r in rows:
+        if "output_ssim" in r.metrics:
+            by_key[(r.model, r.defense, r.setting, r.severity)].append(r)
+    if not by_key:
+        return []
+    columns: list[tuple[str, float | None, str]] = [("clean", None, "clean")]
+    for label, (swept, values) in severities.items():
+        columns += [(label, v, f"{label} {swept}={v:g}") for v in values]
+    columns = [c for c in columns if any(k[2:] == c[:2] for k in by_key)]
+    body = []
+    for model in plan.models:
+        for defense in plan.defenses:
+            cells = []
+            for label, severity, _ in columns:
+                members = by_key.get((model.id, defense.label, label, severity), [])
+                psnrs = [m.metrics["output_psnr"] for m in members if m.metrics["output_psnr"]]
+                ssims = [m.metrics["output_ssim"] for m in members]
+                cells.append(
+                    "–"
+                    if not members
+                    else f"{_fmt(statistics.fmean(psnrs) if psnrs else None)} / "
+                    f"{statistics.fmean(ssims):.3f}"
+                )
+            if any(c != "–" for c in cells):
+                body.append([model.id, defense.label, *cells])
+    return [
+        Heading("Image quality after the defence", 2),
+        Paragraph(
+            "PSNR (dB) / SSIM, against the clean image, of what the classifier finally sees: the "
+            "defence's output, and a denoiser's where the model is a classifier behind one "
+            "(first copy of every image, mean over trials)."
+        ),
+        Table(["model", "defence", *(c[2] for c in columns)], body),
+    ]
+
+
 def per_class_tables(plan: Plan, rows: list[CellRow], classes: list[str]) -> list[Block]:
     """Per-class precision and recall of each bare model, clean vs each degradation (pooled).
 

@@ -46,6 +46,19 @@ class GroupResult:
     ssim_sum: float = 0.0
     ssim_count: int = 0
     records: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # What the classifier sees after each defence (and a composite's denoiser) against the
+    # clean image, on the first copy: label -> [finite PSNR sum, count, SSIM sum, images].
+    output_quality: dict[str, list[float]] = field(default_factory=dict)
+
+    def output_metrics(self, label: str) -> dict[str, float | None]:
+        """``output_psnr`` and ``output_ssim`` of one defence, or nothing if not measured."""
+        sums = self.output_quality.get(label)
+        if not sums or not sums[3]:
+            return {}
+        return {
+            "output_psnr": sums[0] / sums[1] if sums[1] else None,
+            "output_ssim": sums[2] / sums[3],
+        }
 
     @property
     def psnr(self) -> float | None:
@@ -167,6 +180,8 @@ def evaluate_group(
                 forward[label] = forward.get(label, 0.0) + time.perf_counter() - started
                 if keep_examples:
                     on_examples(label, defended[:examples], y[:examples])  # type: ignore[misc]
+                if quality and copy == 0:
+                    _add_output_quality(result, label, model, defense, defended, x)
                 confusion[label] += torch.bincount(
                     y * num_classes + predicted, minlength=num_classes * num_classes
                 )
@@ -185,6 +200,28 @@ def evaluate_group(
     result.forward_seconds = forward
     result.seconds = time.perf_counter() - began
     return result
+
+
+def _add_output_quality(
+    result: GroupResult,
+    label: str,
+    model: nn.Module,
+    defense: nn.Module,
+    defended: torch.Tensor,
+    clean: torch.Tensor,
+) -> None:
+    """Add the PSNR / SSIM of what the classifier sees, when a defence or denoiser acts."""
+    denoise = getattr(model, "denoise", None)
+    if isinstance(defense, nn.Identity) and denoise is None:
+        return
+    seen = denoise(defended) if denoise is not None else defended
+    values = psnr(seen, clean)
+    finite = torch.isfinite(values)
+    sums = result.output_quality.setdefault(label, [0.0, 0, 0.0, 0])
+    sums[0] += float(values[finite].sum())
+    sums[1] += int(finite.sum())
+    sums[2] += float(ssim(seen, clean).sum())
+    sums[3] += len(clean)
 
 
 @dataclass(frozen=True)
@@ -296,6 +333,7 @@ def execute(
                             "ssim": result.ssim,
                             "identical": result.identical,
                             "forward_seconds": result.forward_seconds.get(cell.defense.label),
+                            **result.output_metrics(cell.defense.label),
                         },
                     )
                 )
