@@ -58,8 +58,10 @@ def test_figure_arrays_hold_images_maps_and_kernels(kind: str) -> None:
         ),
     }[kind]
     assert (maps, kernels) == expected
+    decoders = {k for k in arrays if k.startswith("denoised_")}
+    assert decoders == ({"denoised_sl", "denoised_m"} if kind == "advfilter" else set())
     for key in kernels:
-        assert arrays[key].shape == (4, 1, 3, 3)
+        assert arrays[key].shape == (2, 4, 1, 3, 3)  # smallest, largest strength
     # The kernel shown at a pixel is the one the denoiser applied there.
     if kind == "filtering":
         assert isinstance(denoiser, Denoiser)
@@ -67,7 +69,7 @@ def test_figure_arrays_hold_images_maps_and_kernels(kind: str) -> None:
         _, prediction = denoiser.forward_with_prediction(adversarial)
         r, c = (int(v) for v in arrays["kernel_pixels"][3])
         kernel = prediction[0, :, r, c].view(3, 3).detach().numpy()
-        assert np.allclose(arrays["kernels"][3, 0], kernel, atol=2e-2)  # 8-bit input
+        assert np.allclose(arrays["kernels"][1, 3, 0], kernel, atol=2e-2)  # 8-bit input
 
 
 def _study(tmp: Path) -> dict[str, Any]:

@@ -10,8 +10,8 @@
 - The predicted kernels at four pixels (Figure 4).
 
 Example:
-    >>> png = kernel_figure(np.zeros((2, 1, 3, 3), np.float32), [(0, 0), (1, 1)],
-    ...                     np.zeros((1, 4, 4), np.uint8), ["a", "b"])
+    >>> png = kernel_figure(np.zeros((2, 2, 1, 3, 3), np.float32), [(0, 0), (1, 1)],
+    ...                     np.zeros((1, 4, 4), np.uint8), ["a", "b"], ["small", "large"])
     >>> png[1:4]
     b'PNG'
 """
@@ -129,33 +129,49 @@ def kernel_figure(
     pixels: Sequence[tuple[int, int]],
     image: np.ndarray,
     titles: Sequence[str],
+    rows: Sequence[str],
 ) -> bytes:
-    """The image with the chosen pixels marked, and the K x K kernel predicted at each."""
-    fig, axes = plt.subplots(1, len(pixels) + 1, figsize=(1.9 * (len(pixels) + 1), 2.1))
+    """The image with the chosen pixels marked; per row, the K x K kernel predicted at each.
+
+    ``kernels`` is ``(rows, pixels, C, K, K)`` (e.g. the smallest and the largest strength);
+    the first channel is drawn.
+    """
+    n_rows, n_cols = len(rows), len(pixels) + 1
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.9 * n_cols, 2.0 * n_rows), squeeze=False)
     shown = image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)
-    axes[0].imshow(shown, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-    for k, (r, c) in enumerate(pixels):
-        axes[0].scatter([c], [r], s=40, marker="s", facecolors="none", edgecolors=f"C{k}")
-    axes[0].set_title("input", fontsize=8)
-    for k, ax in enumerate(axes[1:]):
-        kernel = kernels[k, 0]
-        bound = max(float(np.abs(kernel).max()), 1e-6)
-        ax.imshow(kernel, cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest")
-        for (i, j), value in np.ndenumerate(kernel):
+    for r in range(n_rows):
+        axes[r][0].axis("off")
+    axes[0][0].axis("on")
+    axes[0][0].imshow(shown, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    for k, (pr, pc) in enumerate(pixels):
+        axes[0][0].scatter([pc], [pr], s=40, marker="s", facecolors="none", edgecolors=f"C{k}")
+    axes[0][0].set_title("input", fontsize=8)
+    bound = max(float(np.abs(kernels[:, :, 0]).max()), 1e-6)  # one colour scale for all
+    for r, row_title in enumerate(rows):
+        axes[r][1].set_ylabel(row_title, fontsize=8)
+        for k in range(len(pixels)):
+            ax = axes[r][k + 1]
+            kernel = kernels[r, k, 0]
+            ax.imshow(kernel, cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest")
             if kernel.size <= 25:
-                colour = "white" if abs(value) > 0.6 * bound else "black"
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6, color=colour)
-        ax.set_title(titles[k] if k < len(titles) else "", fontsize=8, color=f"C{k}")
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
+                for (i, j), value in np.ndenumerate(kernel):
+                    colour = "white" if abs(value) > 0.6 * bound else "black"
+                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                            color=colour)  # fmt: skip
+            if r == 0:
+                ax.set_title(titles[k] if k < len(titles) else "", fontsize=8, color=f"C{k}")
+    for row in axes:
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
     fig.tight_layout(pad=0.3)
     return _png(fig)
 
 
-def _map_strip(values: np.ndarray, scale: float) -> np.ndarray:
-    """``(n, H, W)`` maps as ``(n, 1, H, W)`` uint8 images, ``scale`` mapped to white."""
-    strip: np.ndarray = (np.clip(values / max(scale, 1e-12), 0, 1) * 255).round()
+def _map_strip(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``(n, H, W)`` maps as ``(n, 1, H, W)`` uint8 images, ``low`` black and ``high`` white."""
+    span = max(high - low, 1e-12)
+    strip: np.ndarray = (np.clip((values - low) / span, 0, 1) * 255).round()
     return strip.astype(np.uint8)[:, None]
 
 
@@ -164,20 +180,28 @@ def figure_blocks(
 ) -> list[Block]:
     """The montage and kernel figures of one denoised model."""
     maps = [k for k in _MAP_TITLES if k in arrays]
-    columns = ["adversarial", "denoised", *(_MAP_TITLES[k] for k in maps)]
-    scales = {k: 1.0 if k == "map_weight" else float(arrays[k].max()) for k in maps}
+    outputs = [k for k in ("denoised", "denoised_sl", "denoised_m") if k in arrays]
+    names = {"denoised": "denoised", "denoised_sl": "φ_sl alone", "denoised_m": "φ_m alone"}
+    columns = ["adversarial", *(names[k] for k in outputs), *(_MAP_TITLES[k] for k in maps)]
+    # Each map column on its own scale (its smallest value black, its largest white): the
+    # uncertainty of near-identity kernels varies little around 1; the weight map on 0-1.
+    scales = {
+        k: (0.0, 1.0) if k == "map_weight" else (float(arrays[k].min()), float(arrays[k].max()))
+        for k in maps
+    }
     montage_rows = []
     for s, eps in enumerate(strengths):
-        strips = [arrays["adversarial"][s], arrays["denoised"][s]]
-        strips += [_map_strip(arrays[k][s], scales[k]) for k in maps]
+        strips = [arrays["adversarial"][s], *(arrays[k][s] for k in outputs)]
+        strips += [_map_strip(arrays[k][s], *scales[k]) for k in maps]
         montage_rows.append((f"eps={eps:g}", strips))
     blocks: list[Block] = [
         Figure(
             f"denoiser-{model_id}",
             montage_figure(montage_rows, columns),
             f"{model_id}: adversarial examples made on the bare classifier, what the denoiser "
-            "makes of them, and what it predicts per pixel (white: the largest value in the "
-            "figure; the weight map on its own 0-1 scale) (huang2021 Figures 2 and 3).",
+            "makes of them, and what it predicts per pixel (each map column from its smallest "
+            "value, black, to its largest, white, over all strengths; the weight map on 0-1) "
+            "(huang2021 Figures 2 and 3).",
         )
     ]
     pixels = [tuple(int(v) for v in p) for p in arrays.get("kernel_pixels", [])]
@@ -191,9 +215,11 @@ def figure_blocks(
                         pixels,  # type: ignore[arg-type]
                         arrays["adversarial"][-1][0],
                         _PIXELS,
+                        [f"eps={strengths[0]:g}", f"eps={strengths[-1]:g}"],
                     ),
                     f"{model_id}{decoder}: the kernel predicted at four pixels of the first "
-                    f"image at eps={strengths[-1]:g} (huang2021 Figure 4; first channel).",
+                    f"image (shown at eps={strengths[-1]:g}), at the smallest and the largest "
+                    "strength (huang2021 Figure 4; first channel; one colour scale).",
                 )
             )
     return blocks

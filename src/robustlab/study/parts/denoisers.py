@@ -11,9 +11,10 @@ against the classifier behind it (huang2021's protocol), and stores for the repo
 - what the denoiser predicts per pixel: the uncertainty map of Eq. 10 (the largest value of
   each pixel's kernel) for a filtering denoiser, the size of the predicted inverse perturbation
   for an additive one, and for AdvFilter both decoders' maps and the fusion's weight map;
-- the predicted K x K kernels at four pixels of the first image at the largest strength: the
-  brightest pixel, the pixels of the largest and the smallest map value, and the centre
-  (Figure 4).
+- for AdvFilter, each decoder's output beside the fused one (Figure 3);
+- the predicted K x K kernels at four pixels of the first image (the brightest pixel, the
+  pixels of the largest and the smallest map value at the largest strength, and the centre),
+  at the smallest and at the largest strength shown (Figure 4).
 
 The report part also puts every denoised model's robust accuracy per strength in one table
 beside its bare classifier, under each protocol the study ran (Tables 1, 3 and 4).
@@ -70,7 +71,7 @@ FIGURE_IMAGES = 3
 #: Strengths shown per denoiser (spread over its training strengths).
 FIGURE_STRENGTHS = 4
 #: Bump when the figures' content changes (job keys).
-FIGURE_CODE_VERSION = 1
+FIGURE_CODE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,8 @@ def _outputs(denoiser: nn.Module, x: torch.Tensor, head: int | None) -> dict[str
         parts = denoiser.forward_parts(x)
         return {
             "denoised": parts.denoised,
+            "denoised_sl": parts.denoised_sl,
+            "denoised_m": parts.denoised_m,
             "map_uncertainty_sl": parts.uncertainty_sl[:, 0],
             "map_uncertainty_m": parts.uncertainty_m[:, 0],
             "map_weight": parts.weight[:, 0],
@@ -210,6 +213,7 @@ def figure_arrays(
     """Everything the report draws for ``job``, computed on the images ``x``."""
     name, params = parse_spec(job.attack)
     arrays: dict[str, list[np.ndarray]] = {"adversarial": [], "denoised": []}
+    first: dict[str, torch.Tensor] = {}
     last: dict[str, torch.Tensor] = {}
     for eps in job.strengths:
         attack = create_attack(name, **params, eps=eps)
@@ -217,11 +221,13 @@ def figure_arrays(
         adversarial = attack.run(model.classifier, x, y, generator).adversarial.detach()
         out = _outputs(model.denoiser, adversarial, model.head)
         arrays["adversarial"].append(_as_uint8(adversarial))
-        arrays["denoised"].append(_as_uint8(out["denoised"]))
         for key, value in out.items():
             if key.startswith("map_"):
                 arrays.setdefault(key, []).append(value.float().cpu().numpy())
+            elif key.startswith("denoised"):
+                arrays.setdefault(key, []).append(_as_uint8(value))
         last = {"adversarial": adversarial, **out}
+        first = first or last
     stacked = {k: np.stack(v) for k, v in arrays.items()}
     c = x.shape[1]
     for kernels_key, map_key in (
@@ -230,9 +236,12 @@ def figure_arrays(
         ("kernels_m", "map_uncertainty_m"),
     ):
         if kernels_key in last:
+            # Figure 4: the same pixels at the smallest and the largest strength shown.
             size = round((last[kernels_key].shape[1] // c) ** 0.5)
             pixels = _kernel_pixels(last["adversarial"][0], last[map_key][0])
-            stacked[kernels_key] = _kernels_at(last[kernels_key], c, size, pixels)
+            stacked[kernels_key] = np.stack(
+                [_kernels_at(run[kernels_key], c, size, pixels) for run in (first, last)]
+            )
             stacked["kernel_pixels"] = np.array(pixels, dtype=np.int32)
     return stacked
 
