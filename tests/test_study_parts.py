@@ -59,7 +59,7 @@ def _study(tmp_path: Path, **extra: Any) -> dict[str, Any]:
 
 def test_parts_are_registered_in_order() -> None:
     assert [p.name for p in study_parts()] == [
-        "degradations", "attacks", "minimal_noise", "certify"
+        "degradations", "attacks", "denoisers", "minimal_noise", "certify"
     ]  # fmt: skip
 
 

@@ -20,7 +20,7 @@ Parts are registered with :func:`register_part` in one list, :data:`PARTS`, orde
 Example:
     >>> from robustlab.study.parts import study_parts
     >>> [part.name for part in study_parts()]
-    ['degradations', 'attacks', 'minimal_noise', 'certify']
+    ['degradations', 'attacks', 'denoisers', 'minimal_noise', 'certify']
 """
 
 from __future__ import annotations
