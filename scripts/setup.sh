@@ -3,7 +3,7 @@
 # torch==2.13.0 goes first: it is the CPU wheel here, and any other torch spec (or letting a
 # dependency pull torch) downloads gigabytes of CUDA builds. Never install torchvision.
 # Usage: bash scripts/setup.sh          # the package
-#        bash scripts/setup.sh --dev    # the package + test and lint tools
+#        bash scripts/setup.sh --dev    # the package + test and lint tools + Ray (its tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -11,7 +11,7 @@ python3 -m venv .venv
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet torch==2.13.0
 if [ "${1:-}" = "--dev" ]; then
-  python -m pip install --quiet -e ".[dev]"
+  python -m pip install --quiet -e ".[dev,ray]"
 else
   python -m pip install --quiet -e .
 fi

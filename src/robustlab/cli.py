@@ -88,13 +88,34 @@ def run(
             help="Run only this study of a multi-study file (repeatable); default: all.",
         ),
     ] = None,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            help="local (this process, the default) or ray (trainings and cells as Ray "
+            "tasks; pip install 'robustlab[ray]'). Overrides the study's executor: block."
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster: local (a private cluster on this machine, the default) or "
+            "HOST:PORT of a running one."
+        ),
+    ] = None,
+    cpus: Annotated[
+        int | None,
+        typer.Option(
+            help="CPUs to use: threads of the local executor, or the size of a private Ray cluster."
+        ),
+    ] = None,
 ) -> None:
     """Run a study: train (or reuse cached) models, evaluate every cell, write the report.
 
     Models are trained with their strategies (parents first, each once; see `robustlab list
     strategies`); cells are degradations, attacks (oblivious and adaptive), the minimal-noise
     search and randomised-smoothing certificates the study file names, for every model and
-    defence. Rerunning the same study skips
+    defence, in this process or on a Ray cluster (--executor ray, docs/ray.md) with the same
+    numbers. Rerunning the same study skips
     finished cells and cached models, so an interrupted run (Ctrl-C, kill) resumes where it
     stopped.
     """
@@ -111,6 +132,11 @@ def run(
             run_dir=output,
             progress=not quiet,
             only=study or None,
+            executor_overrides={
+                k: v
+                for k, v in {"name": executor, "address": address, "cpus": cpus}.items()
+                if v is not None
+            },
         )
     except KeyboardInterrupt:
         errors.print(

@@ -56,3 +56,26 @@ def tune_cpu_allocator() -> bool:
     m_trim_threshold, m_mmap_threshold = -1, -3
     limit = 1 << 30
     return bool(mallopt(m_mmap_threshold, limit)) and bool(mallopt(m_trim_threshold, limit))
+
+
+def limit_threads(cpus: int) -> None:
+    """Run PyTorch's and OpenCV's kernels on at most ``cpus`` threads.
+
+    A process that uses more threads than the cores it was given competes with its neighbours
+    (other Ray workers, another study): measured here, small multi-threaded tensor ops slowed
+    down up to 100x on a machine where another process held a core. Ray workers call this with
+    the CPUs of their task; the local executor with ``--cpus``.
+
+    Example:
+        >>> limit_threads(torch.get_num_threads())
+        >>> torch.get_num_threads() >= 1
+        True
+    """
+    if cpus < 1:
+        raise InvalidParameterError(f"cpus must be at least 1, got {cpus}")
+    torch.set_num_threads(cpus)
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover - opencv is a dependency
+        return
+    cv2.setNumThreads(cpus)

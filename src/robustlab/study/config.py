@@ -49,6 +49,7 @@ from robustlab.errors import ConfigError, RobustlabError
 from robustlab.models import MODELS
 from robustlab.models.external import parse_factory_reference
 from robustlab.spec import parse_spec
+from robustlab.study.executor_config import ExecutorConfig
 
 
 @contextmanager
@@ -871,6 +872,9 @@ class StudyConfig(_Strict):
         None, description="model id (e.g. cnn-e10) that mCE and relative mCE are relative to"
     )
     output: str | None = Field(None, description="run directory; default runs/<name>")
+    executor: ExecutorConfig = Field(
+        default_factory=ExecutorConfig, description="local (default) or ray; see docs/ray.md"
+    )
     reference: Reference | None = None
     minimal_noise: MinimalNoiseConfig | None = Field(
         None, description="aghdam2016's minimal-noise search (GA vs Szegedy et al.)"

@@ -18,18 +18,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import ValidationError
 
 from robustlab import __version__
 from robustlab.data.base import Dataset
 from robustlab.data.datasets import load_dataset
-from robustlab.device import resolve_device
+from robustlab.device import limit_threads, resolve_device
 from robustlab.errors import ConfigError
 from robustlab.report.build import PLAN_META, build_report, encode_plan
 from robustlab.seeding import derive_seed
 from robustlab.study.artefacts import ArtefactProvider, artefact_graph
 from robustlab.study.config import StudyConfig, load_config, load_configs
 from robustlab.study.executor import GroupCallback
+from robustlab.study.executor_config import ExecutorConfig
 from robustlab.study.parts import CSV_COLUMNS, PartRun, study_parts
+from robustlab.study.parts.base import StudyPart
 from robustlab.study.plan import PlannedModel, plan_models
 from robustlab.study.progress import RichProgress, SilentProgress
 from robustlab.study.store import STORE_NAME, ResultsStore
@@ -50,6 +53,7 @@ class RunResult:
     searches_run: int = 0  # minimal-noise jobs (model x method) computed by this run
     searches_total: int = 0
     parts: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (run, total)
+    trained: list[str] = field(default_factory=list)  # artefacts trained by this run, in order
 
 
 def builtin_config(name: str) -> Path:
@@ -128,6 +132,7 @@ def run_study(
     cache: ModelCache | None = None,
     progress: bool = False,
     after_group: GroupCallback | None = None,
+    executor: ExecutorConfig | None = None,
 ) -> RunResult:
     """Run a study: train or fetch models, evaluate every pending cell, write table and report.
 
@@ -142,7 +147,10 @@ def run_study(
         run_dir: where results go (else the study's ``output``, else ``runs/<name>``).
         cache: the model cache (default: ``$ROBUSTLAB_CACHE`` or the user cache).
         progress: show progress bars on stderr.
-        after_group: called after each finished group (for tests that interrupt a run).
+        after_group: called after each finished group (for tests that interrupt a run; the
+            local executor only).
+        executor: where trainings and cells run (default: the study's ``executor:`` block,
+            else this process); see :class:`~robustlab.study.executor_config.ExecutorConfig`.
     """
     began = time.perf_counter()
     if not isinstance(config, StudyConfig):
@@ -204,10 +212,18 @@ def run_study(
             after_group=after_group,
             models=models,
         )
-        ran: dict[str, tuple[int, int]] = {}
+        options = executor or config.executor
         with reporter:
-            for part, plan in planned:
-                ran[part.name] = (part.run(plan, context), part.size(plan))
+            if options.name == "ray":
+                from robustlab.study.ray_executor import run_on_ray
+
+                ran = run_on_ray(
+                    planned, config=config, models=models, provider=provider,
+                    fingerprint=fingerprint, data_dir=data_dir, device=device, options=options,
+                    progress=reporter,
+                )  # fmt: skip
+            else:
+                ran = run_parts_locally(planned, context, options)
         results_csv = target / "results.csv"
         write_results_csv(
             (row for part, plan in planned for row in part.csv_rows(plan, store)), results_csv
@@ -230,7 +246,26 @@ def run_study(
         searches_run=searches[0],
         searches_total=searches[1],
         parts=ran,
+        trained=list(provider.trained),
     )
+
+
+def run_parts_locally(
+    planned: list[tuple[StudyPart[Any], Any]], context: PartRun, options: ExecutorConfig
+) -> dict[str, tuple[int, int]]:
+    """Run every part in this process, in order; part name -> (computed, total).
+
+    With ``options.cpus`` PyTorch and OpenCV use that many threads for the run (restored
+    afterwards), so several studies on one machine do not oversubscribe its cores.
+    """
+    threads = torch.get_num_threads()
+    if options.cpus is not None:
+        limit_threads(options.cpus)
+    try:
+        return {part.name: (part.run(plan, context), part.size(plan)) for part, plan in planned}
+    finally:
+        if options.cpus is not None:
+            limit_threads(threads)
 
 
 def models_json(store: ResultsStore, models: list[PlannedModel]) -> dict[str, Any]:
@@ -248,6 +283,7 @@ def run_studies(
     *,
     run_dir: str | os.PathLike[str] | None = None,
     only: list[str] | None = None,
+    executor_overrides: dict[str, Any] | None = None,
     **options: Any,
 ) -> list[RunResult]:
     """Run every study of a (possibly multi-document) study file, in order.
@@ -255,7 +291,9 @@ def run_studies(
     With several studies, ``run_dir`` is a parent folder: each study gets ``run_dir/<name>``.
     ``only`` names the studies to run (e.g. the CIFAR-10 study of a replication whose first
     study runs on the offline stand-in); unknown names fail before any work. Other keyword
-    arguments are those of :func:`run_study`.
+    arguments are those of :func:`run_study`. ``executor_overrides`` (``name``, ``address``,
+    ``cpus``: the command line's ``--executor``, ``--address``, ``--cpus``) replace those keys
+    of each study's ``executor:`` block.
     """
     configs = load_configs(resolve_config_path(path_or_name))
     if only:
@@ -272,8 +310,27 @@ def run_studies(
         target = run_dir
         if run_dir is not None and len(configs) > 1:
             target = Path(run_dir) / config.name
-        results.append(run_study(config, run_dir=target, **options))
+        executor = config.executor
+        if executor_overrides:
+            executor = merge_executor(executor, executor_overrides)
+        results.append(run_study(config, run_dir=target, executor=executor, **options))
     return results
+
+
+def merge_executor(base: ExecutorConfig, overrides: dict[str, Any]) -> ExecutorConfig:
+    """``base`` with ``overrides`` applied, validated (a bad value is a :class:`ConfigError`).
+
+    Example:
+        >>> merge_executor(ExecutorConfig(cpus_per_task=2), {"name": "ray"}).cpus_per_task
+        2
+    """
+    try:
+        return ExecutorConfig.model_validate({**base.model_dump(), **overrides})
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+        )
+        raise ConfigError(f"executor options: {problems}") from None
 
 
 def config_yaml(config: StudyConfig) -> str:

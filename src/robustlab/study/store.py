@@ -317,3 +317,36 @@ class ResultsStore:
             (s, d): (bytes(b), tuple(json.loads(shape)), json.loads(labels))
             for s, d, b, shape, labels in rows
         }
+
+    def export_rows(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every stored result as plain rows (cells, records, examples, models), no meta.
+
+        A Ray worker runs a shard into a private store and returns this; the driver, the only
+        writer of the run's store, adds it with :meth:`import_rows`.
+        """
+        return {
+            "cells": self._db.execute(f"SELECT {_COLUMNS} FROM cells").fetchall(),
+            "records": [(k, bytes(b)) for k, b in self._db.execute("SELECT * FROM records")],
+            "examples": [
+                (s, d, bytes(b), shape, labels)
+                for s, d, b, shape, labels in self._db.execute("SELECT * FROM examples")
+            ],
+            "models": self._db.execute("SELECT model_id, path, card FROM models").fetchall(),
+        }
+
+    def import_rows(self, rows: dict[str, list[tuple[Any, ...]]]) -> None:
+        """Add rows of :meth:`export_rows` in one transaction (examples already kept win)."""
+        with self._db:
+            self._db.executemany(
+                f"INSERT OR REPLACE INTO cells ({_COLUMNS}) VALUES ({','.join('?' * 16)})",
+                rows.get("cells", []),
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO records VALUES (?, ?)", rows.get("records", [])
+            )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO examples VALUES (?, ?, ?, ?, ?)", rows.get("examples", [])
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO models VALUES (?, ?, ?)", rows.get("models", [])
+            )

@@ -52,6 +52,7 @@ from torch import nn
 from robustlab.attack import create_attack
 from robustlab.data.base import SplitLike
 from robustlab.errors import InvalidParameterError, ModelError, RobustlabError
+from robustlab.locks import exclusive
 from robustlab.seeding import derive_seed, make_generator
 from robustlab.spec import format_spec, parse_spec
 
@@ -184,14 +185,17 @@ class AdversarialExamples:
         deltas, accuracy, generated = [], [], []
         for eps in spec.strengths:
             path = _file(root, eps)
-            if path.exists():
-                delta, acc = _load(path, count, clean.shape[1:])
-            else:
-                if on_strength is not None:
-                    on_strength(float(eps))
-                delta, acc = _attack(classifier, clean, labels, name, params, eps, spec.seed)
-                _save(path, delta, acc, spec, float(eps))
-                generated.append(float(eps))
+            # Two denoisers of one classifier trained at once (Ray workers) share a strength:
+            # the second waits for the first's file instead of attacking again.
+            with exclusive(path.with_name(path.name + ".lock")):
+                if path.exists():
+                    delta, acc = _load(path, count, clean.shape[1:])
+                else:
+                    if on_strength is not None:
+                        on_strength(float(eps))
+                    delta, acc = _attack(classifier, clean, labels, name, params, eps, spec.seed)
+                    _save(path, delta, acc, spec, float(eps))
+                    generated.append(float(eps))
             deltas.append(delta.to(device))
             accuracy.append(acc)
         return cls(clean, labels, deltas, spec.strengths, accuracy, generated)

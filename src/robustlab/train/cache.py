@@ -43,6 +43,7 @@ from torch import nn
 from robustlab import __version__
 from robustlab.data.base import Dataset, SplitLike
 from robustlab.errors import ModelError
+from robustlab.locks import exclusive
 from robustlab.models.store import ModelCard, load_model, read_card, save_model
 from robustlab.paths import model_cache_dir
 from robustlab.train.checkpoint import (
@@ -201,7 +202,29 @@ class ModelCache:
         found = self.lookup(recipe, fingerprint, parents)
         if found is not None:
             return CachedModel(load_model(found, str(device)), read_card(found), found, 0)
+        # One trainer per entry: a second process (a Ray worker, another study) asking for the
+        # same model waits here, then finds it cached.
+        with exclusive(folder / ".lock"):
+            found = self.lookup(recipe, fingerprint, parents)
+            if found is not None:
+                return CachedModel(load_model(found, str(device)), read_card(found), found, 0)
+            return self._train(
+                recipe, dataset, device, folder, parents, start, on_start, on_batch, on_log
+            )
 
+    def _train(
+        self,
+        recipe: TrainingRecipe,
+        dataset: Dataset,
+        device: torch.device | str,
+        folder: Path,
+        parents: Mapping[str, ParentRef] | None,
+        start: Callable[[], nn.Module] | None,
+        on_start: StartCallback | None,
+        on_batch: BatchCallback | None,
+        on_log: Callable[[str], None] | None,
+    ) -> CachedModel:
+        fingerprint = dataset.train.fingerprint()
         strategy = recipe.build_strategy()
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "recipe.json").write_text(

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from robustlab.report.attack_sections import attack_blocks
@@ -32,7 +33,7 @@ from robustlab.study.attack_executor import (
     worst_case,
 )
 from robustlab.study.config import StudyConfig
-from robustlab.study.parts.base import PartRun, ReportContext, StudyPart, register_part
+from robustlab.study.parts.base import PartRun, ReportContext, Shard, StudyPart, register_part
 from robustlab.study.plan import PlannedModel
 from robustlab.study.store import ResultsStore
 
@@ -80,6 +81,21 @@ class AttackPart(StudyPart[AttackPlan]):
             progress=context.progress,
             after_group=context.after_group,
         )
+
+    def shards(self, plan: AttackPlan) -> list[Shard[AttackPlan]]:
+        """One shard per group (model x attack setting, every defence and protocol)."""
+        shards = []
+        for group in plan.groups:
+            source = group.setting.source
+            models = (group.model,) + ((plan.sources[source],) if source is not None else ())
+            shards.append(
+                Shard(
+                    replace(plan, groups=[group], cells=list(group.cells)),
+                    models,
+                    f"{group.model.id} {group.setting.label}",
+                )
+            )
+        return shards
 
     def csv_rows(self, plan: AttackPlan, store: ResultsStore) -> list[dict[str, Any]]:
         """Every finished attack cell, then the per-sample worst case per budget."""

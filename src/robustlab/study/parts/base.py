@@ -89,6 +89,21 @@ class ReportContext:
         return self.store.path.parent
 
 
+@dataclass(frozen=True)
+class Shard(Generic[P]):
+    """An independent piece of a part's plan: what one Ray task runs.
+
+    ``plan`` is a plan of the part's own type restricted to the piece (a group of cells, a
+    job); ``models`` the models the piece evaluates (its trainings must finish first; None
+    means every model of the study). A shard is a unit of commit: the local executor stores
+    it whole or not at all, so a shard is never half finished.
+    """
+
+    plan: P
+    models: tuple[PlannedModel, ...] | None
+    label: str
+
+
 class StudyPart(ABC, Generic[P]):
     """One kind of experiment of a study (see the module docstring)."""
 
@@ -118,6 +133,13 @@ class StudyPart(ABC, Generic[P]):
     @abstractmethod
     def run(self, plan: P, context: PartRun) -> int:
         """Run the unfinished jobs; returns how many results were computed."""
+
+    def shards(self, plan: P) -> list[Shard[P]]:
+        """The plan cut into independent pieces, one task each on a distributed executor.
+
+        Each piece must be committed whole by :meth:`run`; by default the plan is one piece.
+        """
+        return [Shard(plan, None, self.name)]
 
     def csv_rows(self, plan: P, store: ResultsStore) -> list[dict[str, Any]]:
         """Rows of ``results.csv`` (keys from :data:`CSV_COLUMNS`); none by default."""

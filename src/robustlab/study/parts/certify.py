@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from robustlab.certify.radii import representative_radius
@@ -33,7 +34,7 @@ from robustlab.study.certify_runner import (
     run_certify,
 )
 from robustlab.study.config import StudyConfig
-from robustlab.study.parts.base import PartRun, ReportContext, StudyPart, register_part
+from robustlab.study.parts.base import PartRun, ReportContext, Shard, StudyPart, register_part
 from robustlab.study.plan import PlannedModel
 from robustlab.study.store import ResultsStore
 
@@ -80,6 +81,11 @@ class CertifyPart(StudyPart[CertifyPlan]):
             progress=context.progress,
             after_job=context.after_group,
         )
+
+    def shards(self, plan: CertifyPlan) -> list[Shard[CertifyPlan]]:
+        """One shard per certification job (model x defence x sigma)."""
+        jobs = {job.key: job for job in plan.jobs}.values()
+        return [Shard(replace(plan, jobs=[job]), (job.model,), job.key) for job in jobs]
 
     def csv_rows(self, plan: CertifyPlan, store: ResultsStore) -> list[dict[str, Any]]:
         """One row per finished model x sigma x report radius (kind ``certify``)."""

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from robustlab.report.degradation_sections import degradation_blocks, headlines, reference_blocks
@@ -30,6 +31,7 @@ from robustlab.study.executor import EvalOptions, execute
 from robustlab.study.parts.base import (
     PartRun,
     ReportContext,
+    Shard,
     StudyPart,
     planned_attack_keys,
     register_part,
@@ -83,6 +85,17 @@ class DegradationPart(StudyPart[Plan]):
             progress=context.progress,
             after_group=context.after_group,
         )
+
+    def shards(self, plan: Plan) -> list[Shard[Plan]]:
+        """One shard per group (model x setting x trial: the executor's unit of commit)."""
+        return [
+            Shard(
+                replace(plan, groups=[group], cells=list(group.cells)),
+                (group.model,),
+                f"{group.model.id} {group.setting.label} trial {group.trial}",
+            )
+            for group in plan.groups
+        ]
 
     def csv_rows(self, plan: Plan, store: ResultsStore) -> list[dict[str, Any]]:
         """One row per finished cell, in plan order."""

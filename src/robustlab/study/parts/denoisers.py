@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -58,6 +58,7 @@ from robustlab.study.config import StudyConfig
 from robustlab.study.parts.base import (
     PartRun,
     ReportContext,
+    Shard,
     StudyPart,
     planned_attack_keys,
     register_part,
@@ -298,6 +299,10 @@ class DenoiserPart(StudyPart[DenoiserPlan]):
             )  # fmt: skip
             context.store.add_cells([row], {job.key: arrays})
         return len(todo)
+
+    def shards(self, plan: DenoiserPlan) -> list[Shard[DenoiserPlan]]:
+        """One shard per figures job (one denoised model)."""
+        return [Shard(replace(plan, jobs=[job]), (job.model,), job.key) for job in plan.jobs]
 
     def report_blocks(self, plan: DenoiserPlan, context: ReportContext) -> list[Block]:
         """Accuracy per strength of every denoised model, and the figures."""

@@ -29,7 +29,7 @@ from robustlab.study.minimal_noise_runner import (
     plan_minimal_noise,
     run_minimal_noise,
 )
-from robustlab.study.parts.base import PartRun, ReportContext, StudyPart, register_part
+from robustlab.study.parts.base import PartRun, ReportContext, Shard, StudyPart, register_part
 from robustlab.study.plan import PlannedModel
 from robustlab.study.store import ResultsStore
 
@@ -84,6 +84,10 @@ class MinimalNoisePart(StudyPart[Jobs]):
             provider=context.provider,
             progress=context.progress,
         )
+
+    def shards(self, plan: Jobs) -> list[Shard[Jobs]]:
+        """One shard per search (model x method)."""
+        return [Shard([job], (job.model,), job.key) for job in plan]
 
     def report_blocks(self, plan: Jobs, context: ReportContext) -> list[Block]:
         """The minimal-noise section."""

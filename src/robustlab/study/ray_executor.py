@@ -1,0 +1,486 @@
+"""The Ray executor: a study's trainings and cells as tasks on a Ray cluster.
+
+The study is planned on the driver exactly as for the local executor. Then:
+
+- every trained artefact that a pending cell needs, and is not cached yet, becomes one Ray task,
+  submitted in graph order with its parents' task references as arguments, so Ray starts a
+  child only when its parents are trained (each artefact is one task: trained once in the
+  cluster; the cache's per-entry lock also stops two workers from training one entry);
+- every part's plan is cut into :meth:`~robustlab.study.parts.base.StudyPart.shards` (a group of
+  cells, a job), and each shard with unfinished results becomes a task depending on the
+  trainings of the models it evaluates;
+- a worker runs a shard through the part's own ``run`` into a private store and returns the
+  rows; the driver, the only writer of the run's store, commits each shard as it arrives. A
+  worker that dies is replaced and its task rerun (``retries``); a driver that dies loses only
+  the shards in flight, and the rerun computes just those.
+
+Workers keep the dataset and every model they loaded across tasks (module state of the worker
+process), set their thread counts to the task's CPUs, and check that their data has the
+driver's fingerprint. Trained weights reach them through a shared cache folder or, with
+``weights: object_store``, as the cache entry's files through Ray's object store.
+
+Example:
+    >>> from robustlab.study.executor_config import ExecutorConfig
+    >>> ray_environment(ExecutorConfig(name="ray"))["RAY_USAGE_STATS_ENABLED"]
+    '0'
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robustlab.data.base import Dataset
+from robustlab.device import limit_threads, resolve_device
+from robustlab.errors import ConfigError, RobustlabError
+from robustlab.study.artefacts import ArtefactProvider
+from robustlab.study.config import StudyConfig
+from robustlab.study.executor_config import ExecutorConfig
+from robustlab.study.parts.base import PartRun, StudyPart
+from robustlab.study.plan import PlannedModel
+from robustlab.study.progress import SilentProgress
+from robustlab.study.store import STORE_NAME, ResultsStore
+from robustlab.train.cache import ModelCache
+
+RAY_MISSING = (
+    "the Ray executor needs Ray, which is an optional extra: pip install 'robustlab[ray]' "
+    "(core ray only), or run with --executor local"
+)
+
+Rows = dict[str, list[tuple[Any, ...]]]
+
+
+def ray_environment(options: ExecutorConfig) -> dict[str, str]:
+    """Environment variables set while robustlab's private Ray cluster runs.
+
+    No usage statistics; token authentication with a fresh token held in the environment
+    (inherited by the cluster's processes), so nothing is written to the home directory.
+    """
+    env = {"RAY_USAGE_STATS_ENABLED": "0"}
+    if options.address == "local":
+        env.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": _SESSION_TOKEN})
+    return env
+
+
+# One token per process: Ray's token loader caches the first token it reads.
+_SESSION_TOKEN = secrets.token_hex(32)
+
+
+def _refresh_ray_config() -> None:
+    """Make this process's Ray read the authentication mode from the environment again.
+
+    Ray caches its configuration when it is imported; ``ray.init`` does this refresh itself
+    when it turns token authentication on, through the same call.
+    """
+    try:
+        from ray._raylet import Config  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - a Ray without this internal: nothing cached
+        return
+    Config.initialize("")
+
+
+@contextmanager
+def ray_cluster(options: ExecutorConfig) -> Iterator[Any]:
+    """Connect to Ray for the ``with`` block and yield the ``ray`` module.
+
+    ``address: local`` starts a private cluster (loopback only, no dashboard, a temporary
+    directory of ours) and shuts down just that cluster afterwards; a given address is attached
+    to and left running. A Ray session this process already holds (a notebook) is used as is.
+    """
+    try:
+        import ray
+    except ImportError as err:
+        raise ConfigError(RAY_MISSING) from err
+    if ray.is_initialized():
+        yield ray
+        return
+    env = ray_environment(options)
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    _refresh_ray_config()
+    temp_dir = tempfile.mkdtemp(prefix="rl-ray-") if options.address == "local" else None
+    try:
+        if options.address == "local":
+            ray.init(
+                address="local",
+                num_cpus=options.cpus,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                _temp_dir=temp_dir,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        else:
+            ray.init(address=options.address, log_to_driver=False, configure_logging=False)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+    except ConnectionError as err:
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {options.address} ({err}); start it with "
+            "`ray start --head` on its head node, or use --address local"
+        ) from err
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        _refresh_ray_config()
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """Everything a worker needs to rebuild the study's context (sent with every task)."""
+
+    config: StudyConfig
+    models: list[PlannedModel]
+    fingerprint: str
+    data_dir: str | None
+    device: str
+    cache_root: str
+    weights: str
+    worker_cache: str | None
+    cpus: int
+
+    def memo_key(self) -> tuple[str, ...]:
+        """Identifies a worker state that can be reused across tasks."""
+        return (
+            self.config.dataset.model_dump_json(),
+            str(self.data_dir),
+            self.fingerprint,
+            self.device,
+            self.local_cache(),
+        )
+
+    def local_cache(self) -> str:
+        """The cache folder this worker reads and trains into."""
+        if self.weights == "shared":
+            return self.cache_root
+        return self.worker_cache or str(Path(tempfile.gettempdir()) / "robustlab-worker-cache")
+
+
+@dataclass
+class TrainResult:
+    """What a training task returns: its store rows and (object store) the entry's files."""
+
+    model_id: str
+    rows: Rows
+    trained: bool
+    seconds: float
+    files: dict[str, bytes] = field(default_factory=dict)  # path relative to the cache root
+
+
+@dataclass
+class ShardResult:
+    """What a shard task returns."""
+
+    rows: Rows
+    ran: int
+    seconds: float
+
+
+@dataclass
+class _WorkerState:
+    dataset: Dataset
+    provider: ArtefactProvider
+
+
+_WORKERS: dict[tuple[str, ...], _WorkerState] = {}
+
+
+def _worker_state(setup: WorkerSetup, store: ResultsStore) -> _WorkerState:
+    """The dataset and model provider of this worker process, built once per study setup."""
+    from robustlab.study.runner import data_fingerprint, prepare_dataset
+
+    limit_threads(setup.cpus)
+    key = setup.memo_key()
+    state = _WORKERS.get(key)
+    if state is None:
+        dataset = prepare_dataset(setup.config, setup.data_dir)
+        found = data_fingerprint(dataset)
+        if found != setup.fingerprint:
+            raise RobustlabError(
+                f"this Ray node's copy of dataset '{setup.config.dataset.name}' differs from the "
+                f"driver's (fingerprint {found}, driver {setup.fingerprint}); give every node "
+                "the same data directory contents (ROBUSTLAB_DATA or --data-dir)"
+            )
+        device = resolve_device(setup.device)
+        provider = ArtefactProvider(
+            dataset, store, device=device, cache=ModelCache(setup.local_cache())
+        )
+        state = _WORKERS[key] = _WorkerState(dataset, provider)
+    state.provider.store = store
+    return state
+
+
+def _materialise(root: Path, bundles: tuple[TrainResult, ...]) -> None:
+    """Write shipped cache files into this node's cache (object store mode), atomically."""
+    for bundle in bundles:
+        for relative, data in bundle.files.items():
+            target = root / relative
+            if target.exists():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+
+
+@contextmanager
+def _private_store() -> Iterator[ResultsStore]:
+    folder = tempfile.mkdtemp(prefix="rl-shard-")
+    store = ResultsStore(Path(folder) / STORE_NAME)
+    try:
+        yield store
+    finally:
+        store.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _entry_files(cache: ModelCache, key: str, epochs: int) -> dict[str, bytes]:
+    stem = f"epoch-{epochs:04d}"
+    folder = cache.root / key
+    names = [f"{stem}.safetensors", f"{stem}.json", "recipe.json"]
+    return {f"{key}/{n}": (folder / n).read_bytes() for n in names if (folder / n).exists()}
+
+
+def train_artefact(setup: WorkerSetup, planned: PlannedModel, *parents: TrainResult) -> TrainResult:
+    """Ray task: provide (train, or serve from the cache) one artefact."""
+    began = time.perf_counter()
+    with _private_store() as store:
+        state = _worker_state(setup, store)
+        cache = state.provider.cache
+        if setup.weights == "object_store":
+            _materialise(cache.root, parents)
+        trained_before = len(state.provider.trained)
+        state.provider.provide(planned)
+        trained = len(state.provider.trained) > trained_before
+        files: dict[str, bytes] = {}
+        if setup.weights == "object_store":
+            assert planned.recipe is not None
+            files = _entry_files(cache, state.provider.cache_key(planned), planned.recipe.epochs)
+        return TrainResult(
+            planned.id, store.export_rows(), trained, time.perf_counter() - began, files
+        )
+
+
+def run_shard(
+    setup: WorkerSetup, part: StudyPart[Any], plan: Any, *trainings: TrainResult
+) -> ShardResult:
+    """Ray task: run one shard of a part into a private store and return its rows."""
+    began = time.perf_counter()
+    with _private_store() as store:
+        state = _worker_state(setup, store)
+        if setup.weights == "object_store":
+            _materialise(state.provider.cache.root, trainings)
+        context = PartRun(
+            setup.config, state.dataset, store, state.provider, setup.fingerprint,
+            models=setup.models,
+        )  # fmt: skip
+        ran = part.run(plan, context)
+        return ShardResult(store.export_rows(), ran, time.perf_counter() - began)
+
+
+def _ancestors(models: list[PlannedModel]) -> list[PlannedModel]:
+    """``models`` and every parent, parents first, each once."""
+    ordered: list[PlannedModel] = []
+    seen: set[str] = set()
+
+    def visit(model: PlannedModel) -> None:
+        if model.id in seen:
+            return
+        for _, parent in model.parents:
+            visit(parent)
+        seen.add(model.id)
+        ordered.append(model)
+
+    for model in models:
+        visit(model)
+    return ordered
+
+
+def _trained(model: PlannedModel) -> bool:
+    return model.recipe is not None and model.composite is None and model.source is None
+
+
+@dataclass
+class RayRun:
+    """One study on Ray: what the driver submitted and what came back."""
+
+    ray: Any
+    setup: WorkerSetup
+    options: ExecutorConfig
+    store: ResultsStore
+    provider: ArtefactProvider  # the driver's: cache keys and lookups, never trains
+    progress: SilentProgress
+    trainings: dict[str, Any] = field(default_factory=dict)  # model id -> ObjectRef
+    labels: dict[Any, str] = field(default_factory=dict)  # ObjectRef -> what it computes
+    parts: dict[Any, str] = field(default_factory=dict)  # shard ObjectRef -> part name
+    task_seconds: list[float] = field(default_factory=list)
+
+    def resources(self) -> dict[str, Any]:
+        """Ray resource options of every task."""
+        gpus = self.options.gpus_per_task
+        if gpus is None:
+            has_gpu = self.ray.cluster_resources().get("GPU", 0) > 0
+            gpus = 1.0 if self.setup.device != "cpu" and has_gpu else 0.0
+        if self.setup.device.startswith("cuda") and not gpus:
+            raise ConfigError(
+                f"--device {self.setup.device} but the tasks get no GPU: the cluster has none, "
+                "or gpus_per_task is 0; use --device auto or cpu, or give gpus_per_task"
+            )
+        return {
+            "num_cpus": self.options.cpus_per_task,
+            "num_gpus": gpus,
+            "max_retries": self.options.retries,
+        }
+
+    def cached_bundle(self, planned: PlannedModel) -> TrainResult | None:
+        """The driver's cached copy of a trained artefact, or None."""
+        assert planned.recipe is not None
+        dataset = self.provider.dataset
+        parents = self.provider.parent_refs(planned)
+        if self.provider.cache.lookup(planned.recipe, dataset.train.fingerprint(), parents) is None:
+            return None
+        files = {}
+        if self.setup.weights == "object_store":
+            key = self.provider.cache_key(planned)
+            files = _entry_files(self.provider.cache, key, planned.recipe.epochs)
+        return TrainResult(planned.id, {}, False, 0.0, files)
+
+    def training(self, planned: PlannedModel, remote: Any, resources: dict[str, Any]) -> Any:
+        """The reference to ``planned``'s training (submitted once; cached ones put as is)."""
+        if planned.id in self.trainings:
+            return self.trainings[planned.id]
+        parents = [
+            self.training(parent, remote, resources)
+            for _, parent in planned.parents
+            if _trained(parent)
+        ]
+        cached = self.cached_bundle(planned)
+        if cached is not None:
+            ref = self.ray.put(cached)
+        else:
+            ref = remote.options(**resources, name=f"train {planned.id}").remote(
+                self.setup, planned, *parents
+            )
+            self.labels[ref] = f"training {planned.id}"
+        self.trainings[planned.id] = ref
+        return ref
+
+
+def run_on_ray(
+    planned: list[tuple[StudyPart[Any], Any]],
+    *,
+    config: StudyConfig,
+    models: list[PlannedModel],
+    provider: ArtefactProvider,
+    fingerprint: str,
+    data_dir: str | os.PathLike[str] | None,
+    device: str,
+    options: ExecutorConfig,
+    progress: SilentProgress,
+) -> dict[str, tuple[int, int]]:
+    """Run every unfinished shard of ``planned`` on Ray; returns part -> (computed, total).
+
+    Raises:
+        ConfigError: without Ray, or when the cluster cannot be reached.
+        RobustlabError: the first task that failed (after every other task has finished and
+            been stored, so nothing computed is lost).
+    """
+    store = provider.store
+    setup = WorkerSetup(
+        config=config,
+        models=models,
+        fingerprint=fingerprint,
+        data_dir=str(data_dir) if data_dir is not None else os.environ.get("ROBUSTLAB_DATA"),
+        device=device,
+        cache_root=str(provider.cache.root.resolve()),
+        weights=options.weights,
+        worker_cache=options.worker_cache,
+        cpus=options.cpus_per_task,
+    )
+    ran = {part.name: 0 for part, _ in planned}
+    totals = {part.name: part.size(plan) for part, plan in planned}
+    with ray_cluster(options) as ray:
+        run = RayRun(ray, setup, options, store, provider, progress)
+        resources = run.resources()
+        train_remote = ray.remote(train_artefact)
+        shard_remote = ray.remote(run_shard)
+        evaluated = [m for m in models if m.evaluated]
+        for part, plan in planned:
+            for shard in part.shards(plan):
+                if part.done(shard.plan, store) >= part.size(shard.plan):
+                    continue
+                needs = _ancestors(list(shard.models or evaluated))
+                deps = [run.training(m, train_remote, resources) for m in needs if _trained(m)]
+                ref = shard_remote.options(**resources, name=f"{part.name}: {shard.label}").remote(
+                    setup, part, shard.plan, *deps
+                )
+                run.labels[ref] = f"{part.name}: {shard.label}"
+                run.parts[ref] = part.name
+        _drain(run, ran)
+    return {name: (ran[name], totals[name]) for name in ran}
+
+
+def _drain(run: RayRun, ran: dict[str, int]) -> None:
+    """Commit results as tasks finish; raise the first failure once all have ended."""
+    ray = run.ray
+    pending = list(run.labels)
+    task = run.progress.start(f"ray: {len(pending)} tasks", len(pending)) if pending else -1
+    failure: tuple[str, BaseException] | None = None
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        ref = ready[0]
+        label = run.labels[ref]
+        try:
+            result = ray.get(ref)
+        except Exception as err:  # a task's error; others may still finish and be kept
+            failure = failure or (label, err)
+            run.progress.advance(task, 1)
+            continue
+        if isinstance(result, TrainResult):
+            run.store.import_rows(_driver_paths(result.rows, run))
+            _materialise(run.provider.cache.root, (result,))
+            if result.trained:
+                run.provider.trained.append(result.model_id)
+                run.progress.log(f"trained {result.model_id} in {result.seconds:.1f} s (ray)")
+        else:
+            run.store.import_rows(_driver_paths(result.rows, run))
+            ran[run.parts[ref]] += result.ran
+        run.task_seconds.append(result.seconds)
+        run.progress.advance(task, 1)
+    run.progress.finish(task)
+    if failure is not None:
+        label, error = failure
+        cause = getattr(error, "cause", None) or error
+        if isinstance(cause, RobustlabError):
+            raise RobustlabError(f"{label}: {cause}") from error
+        raise RobustlabError(
+            f"{label} failed on a Ray worker: {type(cause).__name__}: {cause}; every other "
+            "finished result is stored, and a rerun computes only what is missing"
+        ) from error
+
+
+def _driver_paths(rows: Rows, run: RayRun) -> Rows:
+    """Model paths as the driver's cache has them (object store mode: same files, local)."""
+    local = run.setup.local_cache()
+    if run.setup.weights == "shared" or local == run.setup.cache_root:
+        return rows
+    models = [
+        (model_id, path.replace(local, run.setup.cache_root, 1), card)
+        for model_id, path, card in rows.get("models", [])
+    ]
+    return {**rows, "models": models}
