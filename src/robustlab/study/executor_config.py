@@ -32,6 +32,9 @@ class ExecutorConfig(BaseModel):
             choice). Ray with ``address: local``: the CPUs of the private cluster (default:
             the machine's).
         cpus_per_task: CPUs (and threads) each Ray task gets.
+        cpus_per_training: CPUs (and threads) each training task gets (default:
+            ``cpus_per_task``). A study with few trainings (the quickstart's one) trains
+            faster with all of a node's CPUs; a wide graph (cavey's 240) with one each.
         gpus_per_task: GPUs each Ray task gets (a fraction such as 0.25 shares one GPU
             between tasks); default 0 with ``--device cpu``, else 1 when the cluster has GPUs.
         weights: how Ray workers get trained weights: ``shared`` reads the model cache folder,
@@ -48,6 +51,7 @@ class ExecutorConfig(BaseModel):
     address: str = "local"
     cpus: int | None = Field(None, ge=1)
     cpus_per_task: int = Field(1, ge=1)
+    cpus_per_training: int | None = Field(None, ge=1)
     gpus_per_task: float | None = Field(None, ge=0)
     weights: Literal["shared", "object_store"] = "shared"
     worker_cache: str | None = None

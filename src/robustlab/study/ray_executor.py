@@ -153,6 +153,7 @@ class WorkerSetup:
     weights: str
     worker_cache: str | None
     cpus: int
+    training_cpus: int | None = None
 
     def memo_key(self) -> tuple[str, ...]:
         """Identifies a worker state that can be reused across tasks."""
@@ -261,6 +262,7 @@ def train_artefact(setup: WorkerSetup, planned: PlannedModel, *parents: TrainRes
     began = time.perf_counter()
     with _private_store() as store:
         state = _worker_state(setup, store)
+        limit_threads(setup.training_cpus or setup.cpus)
         cache = state.provider.cache
         if setup.weights == "object_store":
             _materialise(cache.root, parents)
@@ -330,8 +332,8 @@ class RayRun:
     parts: dict[Any, str] = field(default_factory=dict)  # shard ObjectRef -> part name
     task_seconds: list[float] = field(default_factory=list)
 
-    def resources(self) -> dict[str, Any]:
-        """Ray resource options of every task."""
+    def resources(self, training: bool = False) -> dict[str, Any]:
+        """Ray resource options of a shard task, or of a training task."""
         gpus = self.options.gpus_per_task
         if gpus is None:
             has_gpu = self.ray.cluster_resources().get("GPU", 0) > 0
@@ -341,8 +343,11 @@ class RayRun:
                 f"--device {self.setup.device} but the tasks get no GPU: the cluster has none, "
                 "or gpus_per_task is 0; use --device auto or cpu, or give gpus_per_task"
             )
+        cpus = self.options.cpus_per_task
+        if training and self.options.cpus_per_training is not None:
+            cpus = self.options.cpus_per_training
         return {
-            "num_cpus": self.options.cpus_per_task,
+            "num_cpus": cpus,
             "num_gpus": gpus,
             "max_retries": self.options.retries,
         }
@@ -411,12 +416,13 @@ def run_on_ray(
         weights=options.weights,
         worker_cache=options.worker_cache,
         cpus=options.cpus_per_task,
+        training_cpus=options.cpus_per_training,
     )
     ran = {part.name: 0 for part, _ in planned}
     totals = {part.name: part.size(plan) for part, plan in planned}
     with ray_cluster(options) as ray:
         run = RayRun(ray, setup, options, store, provider, progress)
-        resources = run.resources()
+        resources, training_resources = run.resources(), run.resources(training=True)
         train_remote = ray.remote(train_artefact)
         shard_remote = ray.remote(run_shard)
         evaluated = [m for m in models if m.evaluated]
@@ -425,13 +431,22 @@ def run_on_ray(
                 if part.done(shard.plan, store) >= part.size(shard.plan):
                     continue
                 needs = _ancestors(list(shard.models or evaluated))
-                deps = [run.training(m, train_remote, resources) for m in needs if _trained(m)]
+                deps = [
+                    run.training(m, train_remote, training_resources) for m in needs if _trained(m)
+                ]
                 ref = shard_remote.options(**resources, name=f"{part.name}: {shard.label}").remote(
                     setup, part, shard.plan, *deps
                 )
                 run.labels[ref] = f"{part.name}: {shard.label}"
                 run.parts[ref] = part.name
+        began = time.perf_counter()
         _drain(run, ran)
+        wall = time.perf_counter() - began
+        if run.task_seconds:
+            progress.log(
+                f"ray: {len(run.task_seconds)} tasks, {sum(run.task_seconds):.1f} s of task "
+                f"time in {wall:.1f} s on {ray.cluster_resources().get('CPU', 0):g} CPUs"
+            )
     return {name: (ran[name], totals[name]) for name in ran}
 
 
