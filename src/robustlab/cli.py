@@ -204,19 +204,29 @@ def degrade(
         str | None, typer.Option(help="Input defence SPEC applied last, e.g. median:size=3.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random draws.")] = 0,
+    device: Annotated[
+        str, typer.Option(help="auto (CUDA if available), cpu or cuda[:N].")
+    ] = "cpu",
 ) -> None:
-    """Apply degradations, then an input defence, to one image and write the result."""
+    """Apply degradations, then an input defence, to one image and write the result.
+
+    The random draws come from a generator on the device: the same seed gives the same image
+    on one device, and (for random degradations) a different draw on another.
+    """
+    from robustlab.device import resolve_device
+
     try:
-        x = _read_image(input)
-        generator = make_generator(seed)
+        torch_device = resolve_device(device)
+        x = _read_image(input).to(torch_device)
+        generator = make_generator(seed, torch_device)
         for spec in degradation or []:
             name, params = parse_spec(spec)
             x = create_degradation(name, **params)(x, generator)
         if defense:
             name, params = parse_spec(defense)
             with torch.no_grad():
-                x = create_defense(name, **params)(x)
-        pixels = to_uint8(x)[0].permute(1, 2, 0).numpy()
+                x = create_defense(name, **params).to(torch_device)(x)
+        pixels = to_uint8(x.cpu())[0].permute(1, 2, 0).numpy()
         image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
         output.parent.mkdir(parents=True, exist_ok=True)
         image.save(output)
