@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,18 +29,31 @@ except ImportError:  # pragma: no cover - not on Linux or macOS
 
 
 @contextmanager
-def exclusive(path: str | os.PathLike[str]) -> Iterator[None]:
+def exclusive(
+    path: str | os.PathLike[str], on_wait: Callable[[str], None] | None = None
+) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (created if missing) for the ``with`` block.
 
-    Blocks while another process holds it. The lock file itself is left in place (deleting it
-    would let a third process lock a different inode).
+    Blocks while another process holds it; ``on_wait`` is called first with the holder's
+    process id as it wrote it into the file (or ``"?"``). The lock file itself is left in place
+    (deleting it would let a third process lock a different inode).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("a") as handle:
+    with target.open("a+") as handle:
         if fcntl is not None:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None:
+                    handle.seek(0)
+                    on_wait(handle.read().strip() or "?")
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
             yield
         finally:
             if fcntl is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,7 @@ from robustlab.data.base import Dataset
 from robustlab.data.datasets import load_dataset
 from robustlab.device import limit_threads, resolve_device
 from robustlab.errors import ConfigError
+from robustlab.locks import exclusive
 from robustlab.report.build import PLAN_META, build_report, encode_plan
 from robustlab.seeding import derive_seed
 from robustlab.study.artefacts import ArtefactProvider, artefact_graph
@@ -37,6 +39,8 @@ from robustlab.study.plan import PlannedModel, plan_models
 from robustlab.study.progress import RichProgress, SilentProgress
 from robustlab.study.store import STORE_NAME, ResultsStore
 from robustlab.train.cache import ModelCache
+
+RUN_LOCK = ".robustlab.lock"  # held by the one run writing a run directory
 
 
 @dataclass
@@ -169,7 +173,39 @@ def run_study(
     ]
     model_cache = cache or ModelCache()
 
-    store = ResultsStore(target / STORE_NAME)
+    def waiting(holder: str) -> None:
+        sys.stderr.write(
+            f"{target} is being written by another run (process {holder}); waiting for it to "
+            "finish, then reusing its results\n"
+        )
+
+    # One writer per run directory: a second run of the study waits, then computes only what
+    # the first did not.
+    with exclusive(target / RUN_LOCK, on_wait=waiting):
+        store = ResultsStore(target / STORE_NAME)
+        return _run_locked(
+            config, target, store, dataset, fingerprint, models, planned, model_cache,
+            torch_device, data_dir, device, progress, after_group, executor, began,
+        )  # fmt: skip
+
+
+def _run_locked(
+    config: StudyConfig,
+    target: Path,
+    store: ResultsStore,
+    dataset: Dataset,
+    fingerprint: str,
+    models: list[PlannedModel],
+    planned: list[tuple[StudyPart[Any], Any]],
+    model_cache: ModelCache,
+    torch_device: torch.device,
+    data_dir: str | os.PathLike[str] | None,
+    device: str,
+    progress: bool,
+    after_group: GroupCallback | None,
+    executor: ExecutorConfig | None,
+    began: float,
+) -> RunResult:
     try:
         store.set_meta("config", config.model_dump(mode="json"))
         store.set_meta("data_fingerprint", fingerprint)
