@@ -6,8 +6,8 @@ the busy core, at every synchronisation: small tensor ops slow down by orders of
 robustlab's executors therefore set the threads to the CPUs they were given
 (:func:`robustlab.device.limit_threads`; ``--cpus``, Ray's ``cpus_per_task``).
 
-For a few workloads of a study (the 3x3 median of robustlab's ``median`` defence on a
-CIFAR-sized batch, Gaussian noise on it, the lin2022 CNN's forward pass on 64 MNIST digits, and
+For a few workloads of a study (the 3x3 median of robustlab's ``median`` defence on a batch of
+512 CIFAR-sized images, Gaussian noise on it, the lin2022 CNN's forward pass on 64 MNIST digits, and
 OpenCV's ``medianBlur`` on the same pixels as the peer) this measures, in one run:
 
 - idle: the machine's default threads (one per core), nothing else running;
@@ -58,7 +58,7 @@ def _rate(work: Callable[[], object], seconds: float) -> float:
 
 def _workloads() -> dict[str, Callable[[], object]]:
     g = torch.Generator().manual_seed(0)
-    cifar = torch.rand(64, 3, 32, 32, generator=g)
+    cifar = torch.rand(512, 3, 32, 32, generator=g)
     digits = torch.rand(64, 1, 28, 28, generator=g)
     median = create_defense("median", size=3)
     noise = create_degradation("gaussian_noise", sigma=0.1)

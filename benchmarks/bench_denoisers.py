@@ -36,12 +36,13 @@ About 2 minutes at one thread at width 8 and 3.5 minutes at width 16 on a shared
 
 Run:
     python benchmarks/bench_denoisers.py --threads 1
-        [--width 8] [--repeats 3] [--images 1000] [--batch 500]
+        [--width 8] [--repeats 3] [--images 1000] [--batch 500] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -49,6 +50,8 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -183,6 +186,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (median)")
     parser.add_argument("--images", type=int, default=1000, help="training examples timed")
     parser.add_argument("--batch", type=int, default=500, help="inference and gradient batch")
+    parser.add_argument("--json", type=Path, default=None, help="also write every number here")
     args = parser.parse_args()
     tune_cpu_allocator()
     torch.set_num_threads(args.threads)
@@ -202,6 +206,7 @@ def main() -> None:
     y = torch.randint(CLASSES, (args.batch,), generator=g)
 
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    load_before = load
     print(
         f"torch {torch.__version__} | python {platform.python_version()} | threads "
         f"{torch.get_num_threads()} | cpus {os.cpu_count()} | {cpu} | load average {load}"
@@ -220,6 +225,7 @@ def main() -> None:
     print("-" * len(header))
     bare_infer: list[float] = []
     bare_grad: list[float] = []
+    rows: list[dict[str, Any]] = []
     for index, variant in enumerate(variants(args.width)):
         torch.manual_seed(10 + index)
         denoiser = create_model(variant.architecture, **variant.params).eval()
@@ -264,6 +270,17 @@ def main() -> None:
                 assert seen == len(order), (seen, len(order))
             train[stage] = 1000 * statistics.median(runs_s) / args.images
 
+        rows.append(
+            {
+                "variant": variant.name,
+                "parameters": parameters(denoiser),
+                "median_s": med,
+                "times_s": times,
+                "infer_over_bare": med["infer"] / med["bare infer"],
+                "grad_over_bare": med["grad"] / med["bare grad"],
+                "train_s_per_1k": train,
+            }
+        )
         first = variant.stages[0][0]
         name = variant.name if not first else f"{variant.name} ({first})"
         row = (
@@ -286,6 +303,24 @@ def main() -> None:
     print("-" * len(header))
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"load average after: {load}")
+    if args.json is not None:
+        payload = {
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "threads": torch.get_num_threads(),
+            "cpu": cpu,
+            "width": args.width,
+            "batch": args.batch,
+            "images": args.images,
+            "repeats": args.repeats,
+            "load": [load_before, load],
+            "classifier_parameters": parameters(classifier),
+            "bare_median_s": {"infer": bare_i, "grad": bare_g},
+            "rows": rows,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=2))
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

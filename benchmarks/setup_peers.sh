@@ -31,6 +31,9 @@ $PY -m pip install --quiet --no-deps imagecorruptions
 # dependencies; --no-deps keeps them (and any other torch) out. Its PGD imports and runs without
 # them; the smoke test below checks that, and that torchvision was not imported.
 $PY -m pip install --quiet --no-deps torchattacks
+# Ray core (robustlab's `ray` extra, no Tune, no dashboard), for benchmarks/bench_ray.py: the Ray
+# executor against the local one. It does not pull torch.
+$PY -m pip install --quiet "ray>=2.40"
 
 # The reference AutoAttack (Croce & Hein, github.com/fra31/auto-attack) is not on PyPI: give a
 # checkout of it in AUTOATTACK_SRC to install it too (plain PyTorch; --no-deps keeps torch as is).
@@ -51,6 +54,7 @@ import cv2
 import kornia
 import numpy as np
 import PIL
+import ray
 import scipy
 import skimage
 import torch
@@ -70,10 +74,12 @@ print(
     f"peers ready: torch {torch.__version__}, robustlab {robustlab.__version__}, "
     f"opencv {cv2.__version__}, pillow {PIL.__version__}, scipy {scipy.__version__}, "
     f"scikit-image {skimage.__version__}, kornia {kornia.__version__}, "
-    f"numpy {np.__version__}, torchattacks {torchattacks.__version__}, imagecorruptions ok"
+    f"numpy {np.__version__}, torchattacks {torchattacks.__version__}, ray {ray.__version__}, "
+    "imagecorruptions ok"
 )
 PY
 echo "benchmark environment ready in $(pwd)/.bench-venv"
 echo "run: .bench-venv/bin/python benchmarks/bench_degradations.py"
 echo "     .bench-venv/bin/python benchmarks/bench_pgd.py"
 echo "     .bench-venv/bin/python benchmarks/bench_autoattack.py"
+echo "     benchmarks/run          (the whole suite, one table of ratios)"
