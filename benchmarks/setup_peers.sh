@@ -33,7 +33,7 @@ $PY -m pip install --quiet --no-deps imagecorruptions
 $PY -m pip install --quiet --no-deps torchattacks
 # Ray core (robustlab's `ray` extra, no Tune, no dashboard), for benchmarks/bench_ray.py: the Ray
 # executor against the local one. It does not pull torch.
-$PY -m pip install --quiet "ray>=2.40"
+$PY -m pip install --quiet "ray>=2.60"
 
 # The reference AutoAttack (Croce & Hein, github.com/fra31/auto-attack) is not on PyPI: give a
 # checkout of it in AUTOATTACK_SRC to install it too (plain PyTorch; --no-deps keeps torch as is).

@@ -204,9 +204,7 @@ def degrade(
         str | None, typer.Option(help="Input defence SPEC applied last, e.g. median:size=3.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random draws.")] = 0,
-    device: Annotated[
-        str, typer.Option(help="auto (CUDA if available), cpu or cuda[:N].")
-    ] = "cpu",
+    device: Annotated[str, typer.Option(help="auto (CUDA if available), cpu or cuda[:N].")] = "cpu",
 ) -> None:
     """Apply degradations, then an input defence, to one image and write the result.
 

@@ -7,6 +7,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from robustlab.errors import InvalidParameterError
@@ -79,3 +82,29 @@ def limit_threads(cpus: int) -> None:
     except ImportError:  # pragma: no cover - opencv is a dependency
         return
     cv2.setNumThreads(cpus)
+
+
+@contextmanager
+def threads_limited(cpus: int | None) -> Iterator[None]:
+    """Limit PyTorch's and OpenCV's threads to ``cpus`` for the block, then restore both.
+
+    Example:
+        >>> before = torch.get_num_threads()
+        >>> with threads_limited(1):
+        ...     torch.get_num_threads()
+        1
+        >>> torch.get_num_threads() == before
+        True
+    """
+    if cpus is None:
+        yield
+        return
+    import cv2
+
+    saved = torch.get_num_threads(), cv2.getNumThreads()
+    limit_threads(cpus)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        cv2.setNumThreads(saved[1])

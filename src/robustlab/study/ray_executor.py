@@ -108,27 +108,31 @@ def ray_cluster(options: ExecutorConfig) -> Iterator[Any]:
     _refresh_ray_config()
     temp_dir = tempfile.mkdtemp(prefix="rl-ray-") if options.address == "local" else None
     try:
-        if options.address == "local":
-            ray.init(
-                address="local",
-                num_cpus=options.cpus,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                _temp_dir=temp_dir,
-                log_to_driver=False,
-                configure_logging=False,
-            )
-        else:
-            ray.init(address=options.address, log_to_driver=False, configure_logging=False)
+        try:
+            if options.address == "local":
+                ray.init(
+                    address="local",
+                    num_cpus=options.cpus,
+                    include_dashboard=False,
+                    _node_ip_address="127.0.0.1",
+                    _temp_dir=temp_dir,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
+            else:
+                ray.init(address=options.address, log_to_driver=False, configure_logging=False)
+        except ConnectionError as err:
+            raise ConfigError(
+                f"cannot reach the Ray cluster at {options.address} ({err}); start it with "
+                "`ray start --head` on its head node, or use --address local"
+            ) from err
+        finally:
+            if not ray.is_initialized():  # a failed start may leave processes behind
+                ray.shutdown()
         try:
             yield ray
         finally:
             ray.shutdown()
-    except ConnectionError as err:
-        raise ConfigError(
-            f"cannot reach the Ray cluster at {options.address} ({err}); start it with "
-            "`ray start --head` on its head node, or use --address local"
-        ) from err
     finally:
         for name, value in saved.items():
             if value is None:
@@ -156,9 +160,13 @@ class WorkerSetup:
     training_cpus: int | None = None
 
     def memo_key(self) -> tuple[str, ...]:
-        """Identifies a worker state that can be reused across tasks."""
+        """Identifies a worker state that tasks of this study can reuse.
+
+        The whole study config is in it: model ids are per study, so another study in the
+        same Ray session never gets this one's models.
+        """
         return (
-            self.config.dataset.model_dump_json(),
+            self.config.model_dump_json(),
             str(self.data_dir),
             self.fingerprint,
             self.device,
@@ -169,7 +177,8 @@ class WorkerSetup:
         """The cache folder this worker reads and trains into."""
         if self.weights == "shared":
             return self.cache_root
-        return self.worker_cache or str(Path(tempfile.gettempdir()) / "robustlab-worker-cache")
+        default = Path(tempfile.gettempdir()) / f"robustlab-worker-cache-{os.getuid()}"
+        return self.worker_cache or str(default)
 
 
 @dataclass
@@ -199,6 +208,7 @@ class _WorkerState:
 
 
 _WORKERS: dict[tuple[str, ...], _WorkerState] = {}
+_KEEP_STATES = 2  # studies whose data and models a worker keeps loaded
 
 
 def _worker_state(setup: WorkerSetup, store: ResultsStore) -> _WorkerState:
@@ -221,6 +231,8 @@ def _worker_state(setup: WorkerSetup, store: ResultsStore) -> _WorkerState:
         provider = ArtefactProvider(
             dataset, store, device=device, cache=ModelCache(setup.local_cache())
         )
+        while len(_WORKERS) >= _KEEP_STATES:  # the oldest study's models are let go
+            del _WORKERS[next(iter(_WORKERS))]
         state = _WORKERS[key] = _WorkerState(dataset, provider)
     state.provider.store = store
     return state
@@ -331,6 +343,7 @@ class RayRun:
     labels: dict[Any, str] = field(default_factory=dict)  # ObjectRef -> what it computes
     parts: dict[Any, str] = field(default_factory=dict)  # shard ObjectRef -> part name
     task_seconds: list[float] = field(default_factory=list)
+    setup_ref: Any = None  # the setup, put in the object store once for every task
 
     def resources(self, training: bool = False) -> dict[str, Any]:
         """Ray resource options of a shard task, or of a training task."""
@@ -379,7 +392,7 @@ class RayRun:
             ref = self.ray.put(cached)
         else:
             ref = remote.options(**resources, name=f"train {planned.id}").remote(
-                self.setup, planned, *parents
+                self.setup_ref, planned, *parents
             )
             self.labels[ref] = f"training {planned.id}"
         self.trainings[planned.id] = ref
@@ -422,6 +435,7 @@ def run_on_ray(
     totals = {part.name: part.size(plan) for part, plan in planned}
     with ray_cluster(options) as ray:
         run = RayRun(ray, setup, options, store, provider, progress)
+        run.setup_ref = ray.put(setup)
         resources, training_resources = run.resources(), run.resources(training=True)
         train_remote = ray.remote(train_artefact)
         shard_remote = ray.remote(run_shard)
@@ -430,12 +444,12 @@ def run_on_ray(
             for shard in part.shards(plan):
                 if part.done(shard.plan, store) >= part.size(shard.plan):
                     continue
-                needs = _ancestors(list(shard.models or evaluated))
+                needs = _ancestors(list(shard.models if shard.models is not None else evaluated))
                 deps = [
                     run.training(m, train_remote, training_resources) for m in needs if _trained(m)
                 ]
                 ref = shard_remote.options(**resources, name=f"{part.name}: {shard.label}").remote(
-                    setup, part, shard.plan, *deps
+                    run.setup_ref, part, shard.plan, *deps
                 )
                 run.labels[ref] = f"{part.name}: {shard.label}"
                 run.parts[ref] = part.name
@@ -490,12 +504,14 @@ def _drain(run: RayRun, ran: dict[str, int]) -> None:
 
 
 def _driver_paths(rows: Rows, run: RayRun) -> Rows:
-    """Model paths as the driver's cache has them (object store mode: same files, local)."""
-    local = run.setup.local_cache()
-    if run.setup.weights == "shared" or local == run.setup.cache_root:
+    """Model paths as the driver names its cache (workers see it resolved, or node-local)."""
+    worker_root = run.setup.local_cache()
+    driver_root = str(run.provider.cache.root)
+    if worker_root == driver_root:
         return rows
     models = [
-        (model_id, path.replace(local, run.setup.cache_root, 1), card)
+        (model_id, driver_root + path[len(worker_root) :] if path.startswith(worker_root) else path,
+         card)
         for model_id, path, card in rows.get("models", [])
-    ]
+    ]  # fmt: skip
     return {**rows, "models": models}

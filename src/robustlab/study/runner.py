@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from robustlab import __version__
 from robustlab.data.base import Dataset
 from robustlab.data.datasets import load_dataset
-from robustlab.device import limit_threads, resolve_device
+from robustlab.device import resolve_device, threads_limited
 from robustlab.errors import ConfigError
 from robustlab.locks import exclusive
 from robustlab.report.build import PLAN_META, build_report, encode_plan
@@ -206,6 +206,7 @@ def _run_locked(
     executor: ExecutorConfig | None,
     began: float,
 ) -> RunResult:
+    options = executor or config.executor
     try:
         store.set_meta("config", config.model_dump(mode="json"))
         store.set_meta("data_fingerprint", fingerprint)
@@ -231,7 +232,10 @@ def _run_locked(
                 "robustlab": __version__,
                 "torch": torch.__version__,
                 "device": str(torch_device),
-                "threads": torch.get_num_threads(),
+                "threads": (options.cpus or torch.get_num_threads())
+                if options.name == "local"
+                else options.cpus_per_task,
+                "executor": options.model_dump(mode="json"),
             },
         )
         reporter = RichProgress() if progress else SilentProgress()
@@ -248,7 +252,6 @@ def _run_locked(
             after_group=after_group,
             models=models,
         )
-        options = executor or config.executor
         with reporter:
             if options.name == "ray":
                 from robustlab.study.ray_executor import run_on_ray
@@ -294,14 +297,8 @@ def run_parts_locally(
     With ``options.cpus`` PyTorch and OpenCV use that many threads for the run (restored
     afterwards), so several studies on one machine do not oversubscribe its cores.
     """
-    threads = torch.get_num_threads()
-    if options.cpus is not None:
-        limit_threads(options.cpus)
-    try:
+    with threads_limited(options.cpus):
         return {part.name: (part.run(plan, context), part.size(plan)) for part, plan in planned}
-    finally:
-        if options.cpus is not None:
-            limit_threads(threads)
 
 
 def models_json(store: ResultsStore, models: list[PlannedModel]) -> dict[str, Any]:
