@@ -67,9 +67,9 @@ class ArtefactNode:
         }
 
 
-def artefact_graph(models: Iterable[PlannedModel]) -> list[ArtefactNode]:
-    """The graph of ``models`` (every parent included), ordered so that parents come first."""
-    ordered: list[ArtefactNode] = []
+def with_ancestors(models: Iterable[PlannedModel]) -> list[PlannedModel]:
+    """``models`` and every parent, each once, ordered so that parents come first."""
+    ordered: list[PlannedModel] = []
     seen: set[str] = set()
 
     def visit(model: PlannedModel) -> None:
@@ -78,26 +78,32 @@ def artefact_graph(models: Iterable[PlannedModel]) -> list[ArtefactNode]:
         for _, parent in model.parents:
             visit(parent)
         seen.add(model.id)
-        ordered.append(
-            ArtefactNode(
-                id=model.id,
-                kind=(
-                    model.recipe.kind
-                    if model.recipe is not None
-                    else model.composite["kind"]
-                    if model.composite is not None
-                    else "classifier"
-                ),
-                architecture=model.architecture,
-                strategy=model.strategy,
-                epochs=model.epochs,
-                parents=model.parent_ids,
-            )
-        )
+        ordered.append(model)
 
     for model in models:
         visit(model)
     return ordered
+
+
+def artefact_graph(models: Iterable[PlannedModel]) -> list[ArtefactNode]:
+    """The graph of ``models`` (every parent included), ordered so that parents come first."""
+    return [
+        ArtefactNode(
+            id=model.id,
+            kind=(
+                model.recipe.kind
+                if model.recipe is not None
+                else model.composite["kind"]
+                if model.composite is not None
+                else "classifier"
+            ),
+            architecture=model.architecture,
+            strategy=model.strategy,
+            epochs=model.epochs,
+            parents=model.parent_ids,
+        )
+        for model in with_ancestors(models)
+    ]
 
 
 def _probe_untrained(

@@ -41,7 +41,7 @@ from typing import Any
 from robustlab.data.base import Dataset
 from robustlab.device import limit_threads, resolve_device
 from robustlab.errors import ConfigError, RobustlabError
-from robustlab.study.artefacts import ArtefactProvider
+from robustlab.study.artefacts import ArtefactProvider, with_ancestors
 from robustlab.study.config import StudyConfig
 from robustlab.study.executor_config import ExecutorConfig
 from robustlab.study.parts.base import PartRun, StudyPart
@@ -307,24 +307,6 @@ def run_shard(
         return ShardResult(store.export_rows(), ran, time.perf_counter() - began)
 
 
-def _ancestors(models: list[PlannedModel]) -> list[PlannedModel]:
-    """``models`` and every parent, parents first, each once."""
-    ordered: list[PlannedModel] = []
-    seen: set[str] = set()
-
-    def visit(model: PlannedModel) -> None:
-        if model.id in seen:
-            return
-        for _, parent in model.parents:
-            visit(parent)
-        seen.add(model.id)
-        ordered.append(model)
-
-    for model in models:
-        visit(model)
-    return ordered
-
-
 def _trained(model: PlannedModel) -> bool:
     return model.recipe is not None and model.composite is None and model.source is None
 
@@ -444,7 +426,7 @@ def run_on_ray(
             for shard in part.shards(plan):
                 if part.done(shard.plan, store) >= part.size(shard.plan):
                     continue
-                needs = _ancestors(list(shard.models if shard.models is not None else evaluated))
+                needs = with_ancestors(shard.models if shard.models is not None else evaluated)
                 deps = [
                     run.training(m, train_remote, training_resources) for m in needs if _trained(m)
                 ]
