@@ -126,6 +126,14 @@ _TOKEN = Path.home() / ".ray" / "auth_token"
 _TOKEN_BEFORE = _TOKEN.exists()
 
 
+def test_cpus_are_refused_for_an_existing_cluster_before_connecting() -> None:
+    from robustlab.study.ray_executor import ray_cluster
+
+    options = ExecutorConfig(name="ray", address="10.255.255.1:6379", cpus=2)
+    with pytest.raises(ConfigError, match="sizes only a private cluster"), ray_cluster(options):
+        pass
+
+
 def _ray(tmp_path: Path, **options: object) -> ExecutorConfig:
     return ExecutorConfig(
         name="ray", cpus=2, worker_cache=str(tmp_path / "worker-cache"), **options

@@ -30,7 +30,7 @@ class ExecutorConfig(BaseModel):
             to somebody else's cluster.
         cpus: local executor: threads PyTorch and OpenCV may use (default: PyTorch's own
             choice). Ray with ``address: local``: the CPUs of the private cluster (default:
-            the machine's).
+            the machine's); refused with an existing cluster, which has its own.
         cpus_per_task: CPUs (and threads) each Ray task gets.
         cpus_per_training: CPUs (and threads) each training task gets (default:
             ``cpus_per_task``). A study with few trainings (the quickstart's one) trains

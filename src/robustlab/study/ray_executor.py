@@ -102,6 +102,12 @@ def ray_cluster(options: ExecutorConfig) -> Iterator[Any]:
     if ray.is_initialized():
         yield ray
         return
+    if options.address != "local" and options.cpus is not None:
+        raise ConfigError(
+            f"executor cpus ({options.cpus}) sizes only a private cluster (address: local); "
+            f"the cluster at {options.address} has its own CPUs: drop cpus, or set "
+            "cpus_per_task to size each task"
+        )
     env = ray_environment(options)
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
