@@ -131,7 +131,7 @@ def test_create_attack_from_spec() -> None:
     ("spec", "message"),
     [
         ("pgd:eps=-0.1", "eps must be a finite number >= 0"),
-        ("pgd:eps=.nan", "eps must be a finite number >= 0"),
+        ("pgd:eps=.nan", "not a finite number"),
         ("pgd:steps=0", "steps must be an integer >= 1"),
         ("pgd:steps=2.5", "steps must be an integer >= 1"),
         ("pgd:norm=l1", "norm must be one of linf, l2"),

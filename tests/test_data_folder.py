@@ -147,10 +147,11 @@ def test_other_formats_and_ignored_files(tmp_path: Path) -> None:
 
 def test_sixteen_bit_grey_is_scaled(tmp_path: Path) -> None:
     top = tmp_path / "deep"
-    (top / "a").mkdir(parents=True)
     values = np.array([[0, 256, 65535, 4096]], dtype=np.uint16)
-    for i in range(2):
-        Image.fromarray(values).save(top / "a" / f"{i}.png")
+    for label in ("a", "b"):  # a classifier's dataset needs two classes
+        (top / label).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(values).save(top / label / f"{i}.png")
     ds = _load(top)
     assert ds.image_shape == (1, 1, 4)
     assert ds.test.images[0, 0, 0].tolist() == [0, 1, 255, 16]

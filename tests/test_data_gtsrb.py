@@ -213,7 +213,7 @@ def test_truncated_or_malformed_csv_names_the_file(
     with pytest.raises(DataError, match=match) as err:
         _load(tmp_path)
     message = str(err.value)
-    assert message.startswith(str(csv_path))  # named once, not wrapped in another message
+    assert message.startswith(f"dataset 'gtsrb': {csv_path}")  # named once, not wrapped twice
     assert f"extracts {archive} again" in message
 
 

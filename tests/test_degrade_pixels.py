@@ -39,11 +39,11 @@ def test_dead_and_hot_set_every_channel(name: str, value: float) -> None:
 
 
 def test_stuck_pixels_are_independent_uniform_per_channel() -> None:
-    x = torch.full((400, 3, 8, 8), 2.0)  # out of range on purpose: every stuck value differs
+    x = torch.ones(400, 3, 8, 8)  # stuck values are drawn from [0, 1): every one differs
     y = create_degradation("stuck_pixels", count=5)(x, _gen())
-    stuck = (y != 2.0).all(dim=1)
+    stuck = (y != 1.0).all(dim=1)
     assert stuck.sum(dim=(1, 2)).tolist() == [5] * 400
-    assert bool(((y != 2.0).any(dim=1) == stuck).all())
+    assert bool(((y != 1.0).any(dim=1) == stuck).all())
     values = y.permute(0, 2, 3, 1)[stuck]  # (2000, 3)
     assert float(values.min()) >= 0.0 and float(values.max()) < 1.0
     assert float(values.mean()) == pytest.approx(0.5, abs=0.02)

@@ -2,6 +2,8 @@
 
 The Python API in one screen:
 
+- :func:`evaluate` evaluates an ``nn.Module`` you hold (a notebook's model) under degradations,
+  attacks and defences, with no YAML file: ``evaluate(model, data=..., attacks=[...])``;
 - :func:`run_study` runs a YAML study (or a built-in one) and writes results and report;
 - :func:`load_model` loads a saved model (pixel-space input in ``[0, 1]``, logits out);
 - :func:`load_dataset`, :func:`create_degradation`, :func:`create_defense`,
@@ -24,6 +26,7 @@ __version__ = "0.2.0"
 from robustlab.data.datasets import load_dataset
 from robustlab.defend import create_defense, defended
 from robustlab.degrade import create_degradation
+from robustlab.evaluation import evaluate
 from robustlab.models import create_model, load_model
 from robustlab.study.runner import run_study
 from robustlab.train.cache import ModelCache
@@ -39,6 +42,7 @@ __all__ = [
     "create_model",
     "create_strategy",
     "defended",
+    "evaluate",
     "load_dataset",
     "load_model",
     "run_study",

@@ -11,23 +11,26 @@ from __future__ import annotations
 
 import csv
 import enum
+import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import numpy as np
 import torch
 import typer
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from robustlab.atomic import atomic_path
 from robustlab.attack import ATTACKS
 from robustlab.data.datasets import DATASETS
 from robustlab.defend import DEFENSES, create_defense
 from robustlab.degrade import DEGRADATIONS, create_degradation
-from robustlab.errors import RobustlabError
+from robustlab.errors import InvalidParameterError, RobustlabError, UnknownNameError
 from robustlab.models import MODELS
 from robustlab.registry import Registry
 from robustlab.seeding import make_generator
@@ -36,6 +39,8 @@ from robustlab.tensors import to_uint8
 from robustlab.train.strategy import STRATEGIES, load_builtin_strategies
 
 if TYPE_CHECKING:
+    from robustlab.data.base import Dataset
+    from robustlab.data.folder import DecodedImage
     from robustlab.study.config import CertifyConfig
 
 app = typer.Typer(
@@ -61,6 +66,33 @@ DataDir = Annotated[
 def _fail(err: Exception) -> typer.Exit:
     errors.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)
     return typer.Exit(code=2)
+
+
+def _os_error(err: OSError, command: str) -> RobustlabError:
+    """The message for a file-system failure of ``robustlab run`` or ``robustlab report``.
+
+    A full disk (``ENOSPC``) says that nothing computed was lost and that rerunning resumes:
+    results are committed to ``results.sqlite`` group by group, trained models are in the
+    model cache, and every report and run file is replaced atomically (never left partial).
+    """
+    where = f" (writing {err.filename})" if err.filename else ""
+    if err.errno == errno.ENOSPC:
+        kept = (
+            "finished cells are saved in results.sqlite and trained models in the model cache"
+            if command == "run"
+            else "results.sqlite was only read"
+        )
+        return RobustlabError(
+            f"the disk is full{where}: the {command} stopped. Nothing computed was lost: {kept}, "
+            "and files that could not be written were left as they were (no partial files). "
+            "Fix: free some disk space, then run the same command again; it resumes where it "
+            "stopped"
+        )
+    return RobustlabError(
+        f"the {command} stopped: {err.strerror or err}{where}. Nothing computed was lost; fix "
+        "the cause (permissions, a missing folder, a file in the way), then run the same "
+        "command again to resume"
+    )
 
 
 @app.command()
@@ -92,7 +124,7 @@ def run(
         str | None,
         typer.Option(
             help="local (this process, the default) or ray (trainings and cells as Ray "
-            "tasks; pip install 'robustlab[ray]'). Overrides the study's executor: block."
+            "tasks; pip install 'robustlab\\[ray]'). Overrides the study's executor: block."
         ),
     ] = None,
     address: Annotated[
@@ -146,6 +178,8 @@ def run(
         raise typer.Exit(code=130) from None
     except RobustlabError as err:
         raise _fail(err) from None
+    except OSError as err:
+        raise _fail(_os_error(err, "run")) from None
     for result in results:
         searches = (
             f", {result.searches_run} minimal-noise searches ({result.searches_total} in the study)"
@@ -172,19 +206,94 @@ def report(
         md, html = build_report(run_dir)
     except RobustlabError as err:
         raise _fail(err) from None
+    except OSError as err:
+        raise _fail(_os_error(err, "report")) from None
     console.print(f"report:  {html}\n         {md}")
 
 
-def _read_image(path: Path) -> torch.Tensor:
+def _read_image(path: Path) -> DecodedImage:
+    """Decode ``path`` as the folder dataset does (16-bit scaled, float in [0, 1] kept)."""
+    from robustlab.data.folder import read_image
+
+    return read_image(path)
+
+
+def _output_format(output: Path) -> str:
+    """The Pillow format that ``-o`` names; refuses a bad output path before any work."""
+    if output.is_dir():
+        raise RobustlabError(
+            f"cannot write {output}: it is a folder; give a file name, e.g. "
+            f"-o {output / 'degraded.png'}"
+        )
+    for folder in output.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise RobustlabError(
+                    f"cannot write {output}: {folder} is a file, not a folder; choose an -o "
+                    f"path in a folder, or move {folder} away"
+                )
+            break
+    suffix = output.suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        what = f"the extension '{output.suffix}'" if suffix else "a name without an extension"
+        raise RobustlabError(
+            f"cannot write {output}: {what} names no image format robustlab can write; end "
+            "the -o file name with .png (lossless), .tif, .bmp, .webp or .jpg"
+        )
+    return fmt
+
+
+_DEPTHS = {1: "1-bit", 8: "8-bit", 16: "16-bit", 32: "32-bit float"}
+
+
+def _write_image(x: torch.Tensor, output: Path, fmt: str, source: DecodedImage) -> tuple[str, int]:
+    """Write ``x`` (1, C, H, W) atomically, at the source's bit depth where ``fmt`` holds it.
+
+    Grey 16-bit and float sources give 16-bit PNG / TIFF files (float TIFF for a float
+    source); anything else is written with 8 bits. Returns what was written and its bits.
+    """
+    values = x.detach().cpu()[0].clamp(0, 1)
+    grey = values.shape[0] == 1
+    if grey and source.bits == 32 and fmt == "TIFF":
+        image, bits = Image.fromarray(values[0].numpy().astype(np.float32)), 32
+    elif grey and source.bits >= 16 and fmt in ("PNG", "TIFF"):
+        deep = values[0].mul(65535).round().numpy().astype(np.uint16)
+        image, bits = Image.fromarray(deep), 16
+    else:
+        pixels = to_uint8(values).permute(1, 2, 0).numpy()
+        image, bits = Image.fromarray(pixels[:, :, 0] if grey else pixels), 8
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(output) as tmp:
+        image.save(tmp, format=fmt)
+    return f"{_DEPTHS[bits]} {'grey' if grey else 'RGB'} {fmt}", bits
+
+
+T = TypeVar("T")
+
+# torch.Generator.manual_seed takes any 64-bit integer, signed or unsigned.
+_SEEDS = (-(2**63), 2**64 - 1)
+
+
+def _check_seed(seed: int) -> int:
+    """``seed`` if a generator can take it, else an error naming --seed and the valid range."""
+    if not _SEEDS[0] <= seed <= _SEEDS[1]:
+        raise InvalidParameterError(
+            f"--seed {seed} is out of range: a seed is a 64-bit integer, from {_SEEDS[0]} to "
+            f"{_SEEDS[1]}; use a smaller one, e.g. --seed 0"
+        )
+    return seed
+
+
+def _build_piece(option: str, spec: str, create: Callable[..., T]) -> T:
+    """Build the piece a ``name:key=value`` spec names; errors name the option and spec."""
     try:
-        with Image.open(path) as img:
-            mode = "L" if img.mode in ("1", "L", "I", "I;16", "F", "LA") else "RGB"
-            array = np.asarray(img.convert(mode), dtype=np.uint8)
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
-        raise RobustlabError(f"cannot read image {path}: {err}") from err
-    if array.ndim == 2:
-        array = array[:, :, None]
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+        name, params = parse_spec(spec)
+        return create(name, **params)
+    except UnknownNameError:
+        raise
+    except RobustlabError as err:
+        raise InvalidParameterError(f"{option} {spec}: {err}") from None
 
 
 @app.command()
@@ -214,25 +323,102 @@ def degrade(
     from robustlab.device import resolve_device
 
     try:
+        # Everything the command line says is checked before any file is read or written.
         torch_device = resolve_device(device)
-        x = _read_image(input).to(torch_device)
-        generator = make_generator(seed, torch_device)
-        for spec in degradation or []:
-            name, params = parse_spec(spec)
-            x = create_degradation(name, **params)(x, generator)
-        if defense:
-            name, params = parse_spec(defense)
+        generator = make_generator(_check_seed(seed), torch_device)
+        steps = [_build_piece("-d", spec, create_degradation) for spec in degradation or []]
+        front = _build_piece("--defense", defense, create_defense) if defense else None
+        fmt = _output_format(output)
+        source = _read_image(input)
+        for warning in source.warnings:
+            errors.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+        x = source.pixels.unsqueeze(0).to(torch_device)
+        for step in steps:
+            x = step(x, generator)
+        if front is not None:
             with torch.no_grad():
-                x = create_defense(name, **params).to(torch_device)(x)
-        pixels = to_uint8(x.cpu())[0].permute(1, 2, 0).numpy()
-        image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        image.save(output)
+                x = front.to(torch_device)(x)
+        written, bits = _write_image(x, output, fmt, source)
     except RobustlabError as err:
         raise _fail(err) from None
-    except (ValueError, OSError) as err:
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise _fail(
+                RobustlabError(
+                    f"the disk is full: cannot write {output} (a file already there is left as "
+                    "it was); free some disk space and run the same command again"
+                )
+            ) from None
+        raise _fail(
+            RobustlabError(
+                f"cannot write {output}: {err.strerror or err}; choose a writable -o path"
+            )
+        ) from None
+    except ValueError as err:
         raise _fail(RobustlabError(f"cannot write {output}: {err}")) from None
-    console.print(f"wrote {output}")
+    if bits < source.bits and source.bits > 8:
+        keep = ".tif" if source.bits == 32 else ".png or .tif"
+        errors.print(
+            f"note: {escape(str(input))} has {_DEPTHS[source.bits]} pixels; {written} files "
+            f"hold fewer bits (use {keep} to keep them)",
+            highlight=False,
+        )
+    console.print(f"wrote {output} ({written})", highlight=False)
+
+
+def _check_budget(spec: str, attacker: object) -> None:
+    """Refuse a budget that attacks nothing (0) or, under L-inf, exceeds the pixel range (> 1)."""
+    eps = getattr(attacker, "eps", None)
+    if eps is None:
+        return
+    norm = str(getattr(attacker, "norm", "linf"))
+    if float(eps) == 0.0:
+        raise InvalidParameterError(
+            f"--attack {spec}: eps=0 leaves every image unchanged (robust accuracy would be the "
+            "clean accuracy); give a budget > 0, e.g. eps=0.3 on MNIST or eps=0.031 (8/255) "
+            "on CIFAR-10 under linf"
+        )
+    if norm == "linf" and float(eps) > 1.0:
+        raise InvalidParameterError(
+            f"--attack {spec}: eps={eps:g} is larger than the whole [0, 1] pixel range under "
+            f"linf, so any image can become any other; pixel budgets are at most 1: use e.g. "
+            f"eps={float(eps) / 255:.4g} if you meant {eps:g}/255"
+        )
+
+
+def _check_model_data(
+    path: Path, net: torch.nn.Module, dataset: Dataset, device: torch.device
+) -> None:
+    """Compare the dataset a saved model was trained on (its card) with ``--data``.
+
+    Refuses when the model cannot take the dataset's images or classes; warns when it can but
+    the datasets differ (e.g. an MNIST model on Fashion-MNIST).
+    """
+    from robustlab.models.store import read_card
+
+    trained_on = read_card(path).dataset
+    if not trained_on or trained_on == dataset.name:
+        return
+    shape = tuple(dataset.image_shape)
+    try:
+        with torch.no_grad():
+            out = net(torch.zeros((1, *shape), device=device))
+        fits = out.ndim == 2 and out.shape[1] == dataset.num_classes
+    except (RuntimeError, ValueError, RobustlabError):
+        fits = False
+    if not fits:
+        raise InvalidParameterError(
+            f"--model {path} was trained on '{trained_on}' (its card says so), but --data "
+            f"{dataset.name} has {'x'.join(map(str, shape))} images in {dataset.num_classes} "
+            f"classes, which it cannot classify; use --data {trained_on}, or a model trained "
+            f"on {dataset.name}"
+        )
+    errors.print(
+        f"[yellow]warning:[/] --model {escape(str(path))} was trained on '{escape(trained_on)}' "
+        f"but runs on --data {escape(dataset.name)}: the images and classes fit, the "
+        f"accuracies measure a transfer to another dataset",
+        highlight=False,
+    )
 
 
 class Split(str, enum.Enum):
@@ -287,13 +473,15 @@ def attack(
 
     try:
         torch_device = resolve_device(device)
-        attacker = create_attack(attack_spec)
+        _check_seed(seed)
+        attacker = _build_piece("--attack", attack_spec, create_attack)
+        _check_budget(attack_spec, attacker)
         front = None
         if defense:
-            name, params = parse_spec(defense)
-            front = create_defense(name, **params)
+            front = _build_piece("--defense", defense, create_defense)
         net = load_model(model, device=str(torch_device))
         dataset = load_dataset(data, data_dir=str(data_dir) if data_dir else None)
+        _check_model_data(model, net, dataset, torch_device)
         images = (dataset.test if split is Split.test else dataset.train).subset(limit)
         result = evaluate_attack(
             net, images, attacker, front, adaptive=adaptive, device=torch_device, seed=seed,
@@ -422,14 +610,15 @@ def certify_command(
     try:
         settings = _certify_settings(sigma or [0.25], n0, n, alpha, images, batch_size, radius)
         torch_device = resolve_device(device)
+        _check_seed(seed)
         front = None
         if defense:
-            defense_name, defense_params = parse_spec(defense)
-            front = create_defense(defense_name, **defense_params)
+            front = _build_piece("--defense", defense, create_defense)
         net = load_model(model, device=str(torch_device))
+        dataset = load_dataset(data, data_dir=str(data_dir) if data_dir else None)
+        _check_model_data(model, net, dataset, torch_device)
         if front is not None:
             net = defended(net, front.to(torch_device)).eval()
-        dataset = load_dataset(data, data_dir=str(data_dir) if data_dir else None)
         chosen = (dataset.test if split is Split.test else dataset.train).subset(settings.images)
         x, y = next(chosen.batches(len(chosen), torch_device))
         labels = y.cpu().numpy().astype(np.int64)

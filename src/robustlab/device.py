@@ -16,18 +16,51 @@ from robustlab.errors import InvalidParameterError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """Turn ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` into a ``torch.device``."""
+    """Turn ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` into a ``torch.device``.
+
+    Raises:
+        InvalidParameterError: for an unknown device name, or a CUDA device this machine does
+            not have; the message names the device asked for and the devices there are.
+    """
+    if not isinstance(name, str):
+        raise InvalidParameterError(
+            f"device must be a string (auto, cpu or cuda[:N]), got {name!r}; "
+            f"available here: {', '.join(available_devices())}"
+        )
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        raise InvalidParameterError(f"unknown device '{name}'; use auto, cpu or cuda[:N]") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
         raise InvalidParameterError(
-            "device 'cuda' was asked for but CUDA is not available; use auto"
-        )
+            f"unknown device '{name}'; use auto, cpu or cuda[:N] (available here: "
+            f"{', '.join(available_devices())})"
+        ) from err
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise InvalidParameterError(
+                f"device '{name}' was asked for but CUDA is not available on this machine "
+                f"(available here: {', '.join(available_devices())}); use cpu or auto"
+            )
+        if device.index is not None and device.index >= count:
+            raise InvalidParameterError(
+                f"device '{name}' does not exist: this machine has {count} CUDA device"
+                f"{'s' if count > 1 else ''} (available here: "
+                f"{', '.join(available_devices())}); use one of them or auto"
+            )
     return device
+
+
+def available_devices() -> list[str]:
+    """The devices robustlab can use here: ``cpu`` and ``cuda:0`` ... ``cuda:N-1``.
+
+    Example:
+        >>> available_devices()[0]
+        'cpu'
+    """
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return ["cpu", *(f"cuda:{i}" for i in range(count))]
 
 
 def tune_cpu_allocator() -> bool:

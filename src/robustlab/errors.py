@@ -32,6 +32,7 @@ class UnknownNameError(RobustlabError, KeyError):
         close = (
             difflib.get_close_matches(name, self.valid, n=1)
             or [v for v in self.valid if name and v.startswith(name)][:1]
+            or [v for v in self.valid if name and name in v][:1]
         )
         if close:
             message += f" (did you mean '{close[0]}'?)"

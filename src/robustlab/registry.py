@@ -21,11 +21,19 @@ Example:
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from robustlab.errors import InvalidParameterError, UnknownNameError
+from robustlab.errors import (
+    ConfigError,
+    DataError,
+    InvalidParameterError,
+    ModelError,
+    RobustlabError,
+    UnknownNameError,
+)
 
 T = TypeVar("T")
 
@@ -81,6 +89,71 @@ def _parameters_of(factory: Callable[..., Any]) -> tuple[Parameter, ...]:
             )
         )
     return tuple(found)
+
+
+# Errors built from one message, which create() prefixes with the piece that raised them.
+_PLAIN_ERRORS = (InvalidParameterError, ModelError, DataError, ConfigError, RobustlabError)
+
+# Annotations whose values the registry checks before building a piece; others are the
+# piece's own business.
+_WORDS = {
+    "float": "a number",
+    "int": "a whole number",
+    "bool": "true or false",
+    "str": "a string",
+    "None": "none (null)",
+}
+_SIMPLE_TYPES = frozenset(_WORDS)
+
+
+def _fits(value: Any, kind: str) -> bool:
+    """Whether ``value`` is acceptable for a parameter annotated with the simple type ``kind``.
+
+    Numbers may come as strings (YAML reads ``1e-3`` as one) and whole floats pass for ints;
+    the piece converts and range-checks them itself.
+    """
+    if kind == "None":
+        return value is None
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return False
+        return kind == "float" or number.is_integer()
+    if kind == "float":
+        return isinstance(value, numbers.Real) or (hasattr(value, "__float__") and _scalar(value))
+    return isinstance(value, numbers.Integral) or (
+        isinstance(value, numbers.Real) and float(value).is_integer()
+    )
+
+
+def _scalar(value: Any) -> bool:
+    """A one-element array or tensor (``numel`` / ``size`` of 1)."""
+    size = getattr(value, "numel", None) or getattr(value, "size", None)
+    count = size() if callable(size) else size
+    return count == 1
+
+
+def _type_problem(kind: str, name: str, p: Parameter, value: Any) -> str | None:
+    """Why ``value`` does not fit ``p``'s annotation, or None (also for complex annotations)."""
+    wanted = [part.strip() for part in p.annotation.split("|")]
+    if not wanted or any(w not in _SIMPLE_TYPES for w in wanted):
+        return None
+    if any(_fits(value, w) for w in wanted):
+        return None
+    example = p.default if p.default is not None else {"float": 0.5, "int": 3}.get(wanted[0])
+    shown = str(example).lower() if isinstance(example, bool) else example
+    hint = f"; e.g. {name}:{p.name}={shown}" if example is not None else ""
+    words = " or ".join(_WORDS[w] for w in wanted)
+    return (
+        f"{kind} '{name}': {p.name} must be {words}, got {value!r} ({type(value).__name__}){hint}"
+    )
 
 
 def _summary_of(factory: Callable[..., Any]) -> str:
@@ -155,13 +228,31 @@ class Registry(Generic[T]):
 
         Raises:
             UnknownNameError: for an unknown name or parameter.
-            InvalidParameterError: for a missing or out-of-range parameter.
+            InvalidParameterError: for a missing, mistyped or out-of-range parameter; the message
+            names the piece.
         """
         self.check_parameters(name, params)
         try:
             return self.entry(name).factory(**params)
-        except TypeError as err:
-            raise InvalidParameterError(f"{self.kind} '{name}': {err}") from err
+        except RobustlabError as err:
+            text = str(err)
+            if type(err) not in _PLAIN_ERRORS or any(
+                text.startswith(f"{name}{end}") or f"'{name}'" in text for end in (":", " ")
+            ):
+                raise
+            # Say which piece refused: the same parameter name means different things in
+            # different pieces.
+            raise type(err)(f"{self.kind} '{name}': {text}") from err
+        except (TypeError, ValueError) as err:
+            # A raw error from the factory: most often a value of the wrong type; name it.
+            for p in self.entry(name).parameters:
+                if p.name in params and (
+                    problem := _type_problem(self.kind, name, p, params[p.name])
+                ):
+                    raise InvalidParameterError(problem) from err
+            raise InvalidParameterError(
+                f"{self.kind} '{name}': {err}; see its parameters with robustlab list"
+            ) from err
 
     def names(self) -> list[str]:
         """All registered names, sorted."""

@@ -39,6 +39,7 @@ from robustlab.errors import InvalidParameterError, ModelError
 from robustlab.models.base import check_logits
 from robustlab.registry import Registry
 from robustlab.spec import parse_spec
+from robustlab.study_yaml import fraction_value
 from robustlab.tensors import check_images
 
 Norm = Literal["linf", "l2"]
@@ -244,8 +245,12 @@ def check_norm(norm: str) -> Norm:
     return value  # type: ignore[return-value]
 
 
-def check_eps(eps: float) -> float:
-    """Validate a perturbation budget: a finite number ``>= 0``."""
+def check_eps(eps: float | str) -> float:
+    """Validate a perturbation budget: a finite number ``>= 0`` (or a fraction, ``"8/255"``)."""
+    try:
+        eps = fraction_value(eps)
+    except ValueError as err:
+        raise InvalidParameterError(f"eps: {err}") from None
     if isinstance(eps, bool) or not isinstance(eps, int | float):
         raise InvalidParameterError(f"eps must be a number >= 0, got {eps!r}")
     value = float(eps)

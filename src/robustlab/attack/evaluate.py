@@ -43,6 +43,7 @@ from robustlab.attack.sanity import (
     zero_gradients,
 )
 from robustlab.data.base import SplitLike
+from robustlab.errors import ModelError
 from robustlab.seeding import make_generator
 
 __all__ = ["AttackEvaluation", "create_attack", "evaluate_attack"]
@@ -154,15 +155,27 @@ def evaluate_attack(
     vanishing = 0
     unstable = 0
     notes: dict[str, Any] = {}
+    where = f"{type(model).__name__} under {attack!r}"
     for x, y in split.batches(batch_size, torch_device):
-        result = attack.run(target, x, y, generator)
+        try:
+            result = attack.run(target, x, y, generator)
+        except ModelError as err:
+            raise ModelError(f"{where}: {err}") from err
         notes = merge_notes(notes, result.notes)
         zero += int(result.zero_gradient.sum())
         vanishing += int(result.vanishing_gradient.sum())
         unstable += count_unstable(pipeline, x)
         with torch.no_grad():
-            parts["clean_predictions"].append(pipeline(x).argmax(dim=1).cpu())
-            parts["predictions"].append(pipeline(result.adversarial).argmax(dim=1).cpu())
+            for key, images in (("clean_predictions", x), ("predictions", result.adversarial)):
+                logits = pipeline(images)
+                if torch.isnan(logits).any():
+                    raise ModelError(
+                        f"{where}: the model returned NaN logits on the "
+                        f"{key.removesuffix('predictions').rstrip('_') or 'adversarial'} images; "
+                        "check the model's weights and its normalisation (inputs are pixels in "
+                        "[0, 1])"
+                    )
+                parts[key].append(logits.argmax(dim=1).cpu())
         parts["clean"].append(x.cpu())
         parts["adversarial"].append(result.adversarial.cpu())
         parts["labels"].append(y.cpu())

@@ -2,15 +2,15 @@
 
 Importing the package registers every dataset: the MNIST family (:mod:`.datasets`), CIFAR-10
 (:mod:`.cifar10`), SVHN (:mod:`.svhn`), GTSRB (:mod:`.gtsrb`) and your own image folders
-(:mod:`.folder`, ``folder:PATH``).
+(:mod:`.folder`, ``folder:PATH``) and tensors (:mod:`.tensors`, ``tensors:PATH``).
 
 Example:
     >>> from robustlab.data import DATASETS
     >>> DATASETS.names()
-    ['cifar10', 'fashion-mnist', 'folder', 'gtsrb', 'mnist', 'mnist-sample', 'svhn']
+    ['cifar10', 'fashion-mnist', 'folder', 'gtsrb', 'mnist', 'mnist-sample', 'svhn', 'tensors']
 """
 
-from robustlab.data import cifar10, datasets, folder, gtsrb, svhn
+from robustlab.data import cifar10, datasets, folder, gtsrb, svhn, tensors
 from robustlab.data.base import Dataset, Split, SplitLike
 from robustlab.data.registry import DATASETS, check_dataset, load_dataset, resolve_dataset_name
 from robustlab.data.streaming import StreamingSplit
@@ -29,4 +29,5 @@ __all__ = [
     "load_dataset",
     "resolve_dataset_name",
     "svhn",
+    "tensors",
 ]

@@ -50,12 +50,14 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from robustlab.data.base import Dataset
 from robustlab.data.registry import DATASETS
 from robustlab.data.streaming import (
     GREY_MODES,
     ImageSpec,
+    decode_image,
     default_workers,
     make_split,
     probe_images,
@@ -65,7 +67,7 @@ from robustlab.errors import DataError, InvalidParameterError
 from robustlab.paths import DATA_ENV
 from robustlab.paths import data_dir as resolve_data_dir
 
-__all__ = ["IMAGE_EXTENSIONS", "folder"]
+__all__ = ["IMAGE_EXTENSIONS", "DecodedImage", "folder", "read_image"]
 
 #: File extensions (lower case) taken as images.
 IMAGE_EXTENSIONS = frozenset(
@@ -139,6 +141,13 @@ def folder(
         layout = (
             f"one tree split {1 - test_fraction:.0%} / {test_fraction:.0%} per class (seed {seed})"
         )
+    if len(classes) < 2:
+        top = root / "train" if layout.startswith("train/") else root
+        raise DataError(
+            f"folder dataset {top} has {len(classes)} class folder ({', '.join(classes)}); a "
+            "classifier needs at least two classes: put the images of each class in a "
+            f"sub-folder of its own, e.g. {top / 'cats'} and {top / 'dogs'}"
+        )
     bits = np.random.PCG64(seed)
     train_order, test_order = _shuffled(len(train.paths), bits), _shuffled(len(test.paths), bits)
 
@@ -196,11 +205,15 @@ def _resolve_root(path: str, data_dir: str | None) -> Path:
     for candidate in candidates:
         if candidate.is_dir():
             return candidate.resolve()
-    tried = " nor ".join(str(c.absolute()) for c in candidates)
+    tried = [str(c.absolute()) for c in candidates]
+    looked = tried[0] if len(tried) == 1 else f"{', '.join(tried[:-1])} or {tried[-1]}"
+    files = [t for t, c in zip(tried, candidates, strict=True) if c.exists()]
+    what = f" ({', '.join(files)} is a file, not a folder)" if files else ""
     raise DataError(
-        f"image folder not found: {tried} is a folder. Fix: give the folder of your images "
-        f"(one sub-folder per class) as folder:/absolute/path, or a path relative to the data "
-        f"directory (--data-dir DIR or {DATA_ENV}=DIR) or to the current directory"
+        f"image folder not found: there is no folder at {looked}{what}. Fix: give "
+        "the folder of your images (one sub-folder per class) as folder:/absolute/path, or a "
+        f"path relative to the data directory (--data-dir DIR or {DATA_ENV}=DIR) or to the "
+        "current directory"
     )
 
 
@@ -306,3 +319,154 @@ def _shuffled(count: int, bits: np.random.PCG64) -> npt.NDArray[np.intp]:
     """A seeded permutation of ``range(count)`` ranked from PCG64's version-stable raw output."""
     keys = np.asarray(bits.random_raw(count), dtype=np.uint64)
     return np.argsort(keys, kind="stable")
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """One image file decoded as the folder dataset decodes it, by :func:`read_image`.
+
+    Attributes:
+        pixels: ``float32`` tensor ``(C, H, W)`` in ``[0, 1]``; ``C`` is 1 for grey modes, 3
+            otherwise.
+        mode: the file's Pillow mode (``L``, ``RGB``, ``I;16``, ``F``, ``P``, ...).
+        bits: bits per channel in the file: 1, 8, 16, or 32 for float pixels.
+        warnings: what was changed on the way that the user should know (a dropped alpha
+            channel), each naming the file.
+    """
+
+    pixels: torch.Tensor
+    mode: str
+    bits: int
+    warnings: tuple[str, ...] = ()
+
+
+#: Pillow modes with an alpha channel (dropped, not composited, when decoding).
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
+
+
+def read_image(path: str | os.PathLike[str]) -> DecodedImage:
+    """Decode one image file to ``[0, 1]`` floats, as the folder dataset decodes its images.
+
+    Integer images go through the dataset's own decoding
+    (:func:`robustlab.data.streaming.decode_image`): grey modes (``1``, ``L``, ``LA``, 16-bit
+    ``I;16``, scaled to 8 bits) give one channel, everything else (``RGB``, ``RGBA``,
+    palette ``P``, ``CMYK``, ...) three; an alpha channel is dropped, and said so in
+    ``warnings``. Float (``F``) images, which datasets refuse, are taken as they are when
+    every value is in ``[0, 1]``.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        The pixels, the file's mode and bit depth, and warnings.
+
+    Raises:
+        DataError: naming the file and the fix: missing, a folder, empty, not an image, a
+            header claiming more pixels than Pillow's decompression-bomb limit, truncated,
+            float pixels outside ``[0, 1]`` or not finite, or an unsupported mode (``I``).
+
+    Example:
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> file = Path(tempfile.mkdtemp()) / "deep.png"
+        >>> Image.fromarray(np.array([[0, 65535]], dtype=np.uint16)).save(file)
+        >>> image = read_image(file)
+        >>> image.mode, image.bits, image.pixels.tolist()
+        ('I;16', 16, [[[0.0, 1.0]]])
+    """
+    file = Path(path)
+    if file.is_dir():
+        raise DataError(f"{file} is a folder, not an image file; give the path of one image")
+    if not file.exists():
+        raise DataError(f"image not found: {file}; check the path (there is no file there)")
+    if file.stat().st_size == 0:
+        raise DataError(f"{file} is empty (0 bytes), not an image; give a non-empty image file")
+    try:
+        with Image.open(file) as opened:
+            mode, width, height = opened.mode, opened.width, opened.height
+            alpha = mode in _ALPHA_MODES or "transparency" in opened.info
+    except Image.DecompressionBombError:
+        raise _too_large(file) from None
+    except UnidentifiedImageError:
+        raise DataError(
+            f"cannot read image {file}: it is not an image (Pillow recognises no image format "
+            "in it); give a PNG, JPEG, TIFF, BMP, PGM or WebP file"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataError(
+            f"cannot read image {file}: {err}; replace the file with a readable image"
+        ) from err
+    warnings = []
+    if alpha:
+        warnings.append(
+            f"{file} has an alpha channel (mode {mode}{', transparency' if mode == 'P' else ''}"
+            "); it was dropped, not composited: transparent pixels keep their colour. Flatten "
+            "the image onto a background first if that matters"
+        )
+    if mode == "F":
+        pixels = torch.from_numpy(_float_pixels(file))[None]
+        return DecodedImage(pixels, mode, 32, tuple(warnings))
+    channels = 1 if mode in GREY_MODES else 3
+    decoded = decode_image(str(file), ImageSpec(channels, height, width))
+    pixels = torch.from_numpy(decoded.astype(np.float32)).div_(255.0)
+    bits = 1 if mode == "1" else 16 if mode.startswith("I;16") else 8
+    return DecodedImage(pixels, mode, bits, tuple(warnings))
+
+
+def _float_pixels(file: Path) -> npt.NDArray[np.float32]:
+    """The pixels of a float (``F``) image, which must be finite and in ``[0, 1]``."""
+    try:
+        with Image.open(file) as opened:
+            values = np.asarray(opened, dtype=np.float32)
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataError(
+            f"cannot decode image {file}: {err}; replace the file with a readable image"
+        ) from err
+    finite = np.isfinite(values)
+    if not finite.all():
+        raise DataError(
+            f"{file} has float pixels, {int((~finite).sum()):,} of them NaN or infinite; "
+            "robustlab needs finite values in [0, 1]. Fix: replace them (e.g. with 0) and save "
+            "the image again"
+        )
+    low, high = float(values.min()), float(values.max())
+    if low < 0 or high > 1:
+        raise DataError(
+            f"{file} has float pixels from {low:g} to {high:g}, outside [0, 1], the range "
+            "robustlab takes float images in. Fix: rescale them to [0, 1] (e.g. divide by "
+            "the maximum), or save the image as 8- or 16-bit integers"
+        )
+    return np.array(values, dtype=np.float32)  # a writable copy
+
+
+def _too_large(file: Path) -> DataError:
+    """The error for a file whose header claims more pixels than Pillow decodes."""
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    size = _claimed_size(file)
+    claimed = f"{size[0]:,} x {size[1]:,} pixels ({size[0] * size[1]:,})" if size else "more"
+    return DataError(
+        f"{file} claims to be {claimed}, above the limit of {limit:,} pixels robustlab "
+        "decodes (Pillow's guard against decompression bombs); it was not decoded. Fix: "
+        "downscale or crop the image below the limit; if the file is genuine and you trust it, "
+        "raise PIL.Image.MAX_IMAGE_PIXELS in your own code"
+    )
+
+
+def _claimed_size(file: Path) -> tuple[int, int] | None:
+    """Width and height from the file's header, read without Pillow's size guard."""
+    try:
+        with file.open("rb") as handle:
+            prefix = handle.read(16)
+            for name in Image.ID:
+                factory, accept = Image.OPEN[name]
+                if accept is not None and not accept(prefix):
+                    continue
+                handle.seek(0)
+                try:
+                    image = factory(handle, str(file))
+                except Exception:  # not this format: try the next
+                    continue
+                return int(image.width), int(image.height)
+    except OSError:
+        pass
+    return None

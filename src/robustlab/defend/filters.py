@@ -44,15 +44,18 @@ BORDER = "reflect"
 
 def _check_size(size: int) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 1 or size % 2 == 0:
-        raise InvalidParameterError(f"filter size must be a positive odd integer, got {size!r}")
+        raise InvalidParameterError(
+            f"filter size must be a positive odd integer, got {size!r}: sizes are odd (1, 3, "
+            "5, 7, ...) so that the window has a centre pixel; e.g. size=3"
+        )
     return size
 
 
-def _check_fits(x: torch.Tensor, size: int) -> None:
-    if size // 2 >= min(x.shape[-2:]):
+def _check_fits(x: torch.Tensor, size: int, who: nn.Module) -> None:
+    if x.ndim == 4 and size // 2 >= min(x.shape[-2:]):
         raise InvalidParameterError(
-            f"filter size {size} is too large for {x.shape[-2]}x{x.shape[-1]} images; "
-            f"use a size below {2 * min(x.shape[-2:]) - 1}"
+            f"{who!r}: filter size {size} is too large for {x.shape[-2]}x{x.shape[-1]} "
+            f"images; use a size of at most {2 * min(x.shape[-2:]) - 1}"
         )
 
 
@@ -143,7 +146,7 @@ class BoxFilter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Filter the batch ``x`` ``(N, C, H, W)``."""
-        _check_fits(x, self.size)
+        _check_fits(x, self.size, self)
         return separable_filter(x, (1.0 / self.size,) * self.size)
 
     def extra_repr(self) -> str:
@@ -167,7 +170,7 @@ class MedianFilter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Filter the batch ``x`` ``(N, C, H, W)``."""
-        _check_fits(x, self.size)
+        _check_fits(x, self.size, self)
         if self.size == 1:
             return x
         if _use_opencv(x, self.size):
@@ -201,7 +204,7 @@ class GaussianFilter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Filter the batch ``x`` ``(N, C, H, W)``."""
-        _check_fits(x, self.size)
+        _check_fits(x, self.size, self)
         return separable_filter(x, gaussian_kernel1d(self.sigma, self.size // 2))
 
     def extra_repr(self) -> str:

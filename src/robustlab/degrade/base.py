@@ -16,13 +16,35 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
 
 from robustlab.errors import InvalidParameterError
 from robustlab.registry import Registry
+from robustlab.tensors import checked_images
+
+_Call = Callable[["Degradation", torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def _checking(call: _Call) -> _Call:
+    """``call`` preceded by the one input check of image batches (:func:`checked_images`)."""
+
+    @functools.wraps(call)
+    def checked(self: Degradation, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        with checked_images(x, f"the input of {self!r}"):
+            if not isinstance(generator, torch.Generator):
+                raise InvalidParameterError(
+                    f"{self!r} needs a torch.Generator as its second argument, got "
+                    f"{type(generator).__name__}; e.g. torch.Generator().manual_seed(0)"
+                )
+            return call(self, x, generator)
+
+    checked.checks_input = True  # type: ignore[attr-defined]
+    return checked
 
 
 class Degradation(ABC):
@@ -33,6 +55,18 @@ class Degradation(ABC):
     """
 
     random: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give every subclass's ``__call__`` the one input check of image batches.
+
+        The check (a float ``(N, C, H, W)`` batch of finite values in ``[0, 1]``, see
+        :func:`robustlab.tensors.check_images`) runs once per outermost call: the degradations
+        a composite calls in turn do not check again.
+        """
+        super().__init_subclass__(**kwargs)
+        call = cls.__dict__.get("__call__")
+        if call is not None and not getattr(call, "checks_input", False):
+            cls.__call__ = _checking(call)  # type: ignore[method-assign,assignment]
 
     @abstractmethod
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -55,9 +89,23 @@ def create_degradation(name: str, **params: Any) -> Degradation:
     return DEGRADATIONS.create(name, **params)
 
 
+def _number(name: str, value: object, wanted: str) -> float:
+    """``value`` as a float, or an error naming the parameter and what it must be."""
+    if isinstance(value, bool | bytes | list | tuple | dict):
+        raise InvalidParameterError(
+            f"{name} must be a number {wanted}, got {value!r}; e.g. {name}=0.1"
+        )
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidParameterError(
+            f"{name} must be a number {wanted}, got {value!r}; e.g. {name}=0.1"
+        ) from None
+
+
 def check_fraction(name: str, value: float) -> float:
     """Validate a probability-like parameter in ``[0, 1]``."""
-    value = float(value)
+    value = _number(name, value, "in [0, 1]")
     if not 0.0 <= value <= 1.0:
         raise InvalidParameterError(f"{name} must be in [0, 1], got {value}")
     return value
@@ -65,7 +113,7 @@ def check_fraction(name: str, value: float) -> float:
 
 def check_non_negative(name: str, value: float) -> float:
     """Validate a parameter that must be ``>= 0`` (a noise level, a blur sigma)."""
-    value = float(value)
+    value = _number(name, value, ">= 0")
     if not value >= 0.0:  # also rejects NaN
         raise InvalidParameterError(f"{name} must be >= 0, got {value}")
     return value

@@ -19,14 +19,35 @@ from typing import Any
 import torch
 from torch import nn
 
-from robustlab.errors import ModelError
+from robustlab.errors import InvalidParameterError, ModelError
 from robustlab.registry import Registry
 
 MODELS: Registry[nn.Module] = Registry("model")
 
 
+# Sizes shared by the architectures, each a whole number of at least 1, with an example.
+_SIZES = {
+    "in_channels": "1 for grey images, 3 for RGB",
+    "num_classes": "10 for MNIST or CIFAR-10",
+    "image_size": "28 for MNIST, 32 for CIFAR-10",
+}
+
+
 def create_model(name: str, **params: Any) -> nn.Module:
-    """Build the registered architecture ``name``; unknown names list the valid ones."""
+    """Build the registered architecture ``name``; unknown names list the valid ones.
+
+    Raises:
+        UnknownNameError: for an unknown architecture or parameter.
+        InvalidParameterError: for a mistyped parameter or a size (``in_channels``,
+            ``num_classes``, ``image_size``) below 1.
+    """
+    for key, example in _SIZES.items():
+        value = params.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 1:
+            raise InvalidParameterError(
+                f"model '{name}': {key} must be a whole number >= 1, got {value!r}; "
+                f"e.g. {key}={example}"
+            )
     return MODELS.create(name, **params)
 
 
@@ -85,5 +106,9 @@ def check_logits(logits: torch.Tensor, batch: int, num_classes: int) -> torch.Te
             "image and one column per class"
         )
     if torch.isnan(logits).any():
-        raise ModelError("the model returned NaN logits; check its weights and input range")
+        raise ModelError(
+            "the model returned NaN logits; check the model's weights (a diverged training "
+            "leaves NaN weights: retrain with a lower learning rate) and its normalisation "
+            "(inputs are pixels in [0, 1]; a std of 0 divides by zero)"
+        )
     return logits

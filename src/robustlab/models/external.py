@@ -281,7 +281,11 @@ def read_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
         try:
             return _unwrap(load_file(str(file), device="cpu"), file)
         except (SafetensorError, OSError, ValueError) as err:
-            raise ModelError(f"{file} is not a readable safetensors file: {err}") from err
+            raise ModelError(
+                f"{file} is not a readable safetensors file ({err}); it may be truncated or "
+                "damaged. Fix: replace it with an intact copy, or save the weights again "
+                "(safetensors.torch.save_file(model.state_dict(), path))"
+            ) from err
     raise ModelError(
         f"{file} is neither a safetensors file nor a torch.save file; give the weights as "
         "safetensors (safetensors.torch.save_file(model.state_dict(), path)) or as "

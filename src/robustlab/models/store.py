@@ -23,10 +23,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from robustlab.atomic import atomic_path, write_text_atomic
+from robustlab.device import resolve_device
 from robustlab.errors import ModelError
 from robustlab.models.base import create_model
 
@@ -68,12 +72,6 @@ def _paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     return base.with_suffix(".safetensors"), base.with_suffix(".json")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def save_model(model: nn.Module, card: ModelCard, path: str | os.PathLike[str]) -> Path:
     """Write ``model``'s weights and ``card`` next to each other; returns the weights path.
 
@@ -83,10 +81,9 @@ def save_model(model: nn.Module, card: ModelCard, path: str | os.PathLike[str]) 
     weights, card_path = _paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = weights.with_name(weights.name + ".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, weights)
-    _atomic_write_text(card_path, card.model_dump_json(indent=2))
+    with atomic_path(weights) as tmp:
+        save_file(state, str(tmp))
+    write_text_atomic(card_path, card.model_dump_json(indent=2))
     return weights
 
 
@@ -100,8 +97,31 @@ def read_card(path: str | os.PathLike[str]) -> ModelCard:
         )
     try:
         return ModelCard.model_validate(json.loads(card_path.read_text()))
-    except (json.JSONDecodeError, ValidationError) as err:
-        raise ModelError(f"model card {card_path} is not valid: {err}") from err
+    except (json.JSONDecodeError, UnicodeDecodeError, ValidationError) as err:
+        raise ModelError(
+            f"model card {card_path} is not valid: {err}; replace it with the card saved with "
+            "the model (or delete both files and train or save the model again)"
+        ) from err
+
+
+def _check_model_path(path: object) -> None:
+    """Refuse what cannot name a saved model: not a path, or a folder."""
+    if not isinstance(path, str | os.PathLike):
+        raise ModelError(
+            f"load_model needs the path of a saved model (NAME.safetensors with its card "
+            f"NAME.json beside it), got {path!r} ({type(path).__name__}); e.g. "
+            "load_model('runs/quickstart/models/cnn.safetensors')"
+        )
+    folder = Path(path)
+    if folder.is_dir():
+        found = sorted(f.name for f in folder.glob("*.safetensors"))
+        hint = (
+            f" (it holds {', '.join(found[:5])})" if found else " (it holds no .safetensors file)"
+        )
+        raise ModelError(
+            f"{folder} is a folder, not a saved model{hint}; pass the model's .safetensors "
+            "file, whose .json card must lie beside it"
+        )
 
 
 def load_model(path: str | os.PathLike[str], device: str = "cpu") -> nn.Module:
@@ -112,9 +132,18 @@ def load_model(path: str | os.PathLike[str], device: str = "cpu") -> nn.Module:
         device: where to put the model.
 
     Raises:
-        ModelError: if either file is missing or the weights do not fit the architecture.
+        ModelError: if ``path`` is not a path, names a folder, either file is missing or the
+            weights do not fit the architecture.
     """
-    weights, _ = _paths(path)
+    _check_model_path(path)
+    resolve_device(device)  # an unknown or absent device is refused before any file is read
+    weights, card_path = _paths(path)
+    if not weights.exists() and not card_path.exists():
+        raise ModelError(
+            f"no saved model at {weights}: no weights there and no model card at {card_path}; "
+            "check the path (a study saves its models as RUN/models/NAME.safetensors + "
+            "NAME.json)"
+        )
     card = read_card(path)
     if not weights.exists():
         raise ModelError(
@@ -127,8 +156,27 @@ def load_model(path: str | os.PathLike[str], device: str = "cpu") -> nn.Module:
         from robustlab.train.strategy import create_strategy
 
         model = create_strategy(card.strategy, **card.strategy_params).adapt(model)
+    state = read_weights(weights)
     try:
-        model.load_state_dict(load_file(str(weights), device="cpu"))
-    except (RuntimeError, OSError) as err:
+        model.load_state_dict(state)
+    except RuntimeError as err:
         raise ModelError(f"weights in {weights} do not fit {card.architecture}: {err}") from err
-    return model.to(device).eval()
+    return model.to(resolve_device(device)).eval()
+
+
+def read_weights(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file, on the CPU.
+
+    Raises:
+        ModelError: naming the file if it cannot be read or is not a safetensors file (a
+            damaged or truncated download, another format under a ``.safetensors`` name).
+    """
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelError(
+            f"{path} is not a readable safetensors file ({err}); it may be truncated or "
+            "damaged, or another format under a .safetensors name. Fix: replace it with the "
+            "model's original file, or delete it (with its .json card) and train or save the "
+            "model again"
+        ) from err

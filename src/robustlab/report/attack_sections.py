@@ -32,6 +32,7 @@ import io
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 import matplotlib
 
@@ -705,8 +706,15 @@ def _curves(
     if not drew:
         plt.close(fig)
         return None
-    handles, labels = grid[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+    # Every panel's lines, once per label: the first panel may have none (an attack without a
+    # swept strength draws no curve).
+    legend: dict[str, Any] = {}
+    for row in grid:
+        for ax in row:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                legend.setdefault(label, handle)
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=len(legend),
+               frameon=False)  # fmt: skip
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from robustlab.atomic import write_text_atomic
 from robustlab.errors import RobustlabError
 from robustlab.report.composite_sections import composite_blocks
 from robustlab.report.document import (
@@ -192,14 +193,20 @@ def build_report(run_dir: str | Path) -> tuple[Path, Path]:
     run_dir = Path(run_dir)
     store_path = run_dir / STORE_NAME
     if not store_path.exists():
-        raise RobustlabError(f"{run_dir} holds no {STORE_NAME}; run a study there first")
-    store = ResultsStore(store_path)
+        raise RobustlabError(
+            f"{run_dir} holds no {STORE_NAME}: it is not a run directory; give the run directory "
+            f"of a study (`robustlab run STUDY.yaml -o {run_dir}` makes one)"
+        )
+    # The whole report is computed before anything is written, and every file is replaced
+    # atomically: a refused store or a failure (a full disk) leaves the previous report.
+    store = ResultsStore(store_path, create=False)
     try:
         blocks, title = report_blocks(store)
     finally:
         store.close()
     md_path = run_dir / "report.md"
     html_path = run_dir / "report.html"
-    md_path.write_text(to_markdown(blocks, run_dir / "report_files"))
-    html_path.write_text(to_html(blocks, title))
+    html = to_html(blocks, title)
+    write_text_atomic(md_path, to_markdown(blocks, run_dir / "report_files"))
+    write_text_atomic(html_path, html)
     return md_path, html_path

@@ -1,4 +1,4 @@
-"""A tiny document model rendered to Markdown and to self-contained HTML.
+r"""A tiny document model rendered to Markdown and to self-contained HTML.
 
 The report is built once as a list of blocks; :func:`to_markdown` writes figures as PNG files
 beside ``report.md`` and :func:`to_html` embeds them as base64, so ``report.html`` is one file
@@ -6,7 +6,7 @@ that can be mailed or attached to a ticket.
 
 Example:
     >>> doc = [Heading("Demo", 1), Paragraph("Errors out of 1,000.")]
-    >>> doc.append(Table(["a", "b"], [["1", "2"]]))
+    >>> doc.append(Table(["a", "b"], [["1", "x|y"]]))
     >>> print(to_markdown(doc, figure_dir=None))
     # Demo
     <BLANKLINE>
@@ -14,8 +14,13 @@ Example:
     <BLANKLINE>
     | a | b |
     |---|---|
-    | 1 | 2 |
+    | 1 | x\|y |
     <BLANKLINE>
+
+Text from a study file (labels, descriptions) may hold any character. In Markdown every table
+cell has ``|`` escaped and line breaks turned into spaces (:func:`md_cell`), and headings,
+captions and list items are kept on one line, so a label cannot add columns or break the
+layout; in HTML everything is escaped.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import base64
 import html
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from robustlab.atomic import write_bytes_atomic
 
 
 @dataclass
@@ -78,13 +85,37 @@ class Details:
 Block = Heading | Paragraph | Bullets | Table | Figure | Details
 
 
+def md_line(text: str) -> str:
+    r"""``text`` on one Markdown line: line breaks (and the spaces around them) become a space.
+
+    Example:
+        >>> md_line("two\n  lines")
+        'two lines'
+    """
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def md_cell(text: str) -> str:
+    r"""``text`` as one Markdown table cell: on one line, ``|`` escaped as ``\|``.
+
+    Example:
+        >>> md_cell("a|b\nc")
+        'a\\|b c'
+    """
+    return md_line(text).replace("|", "\\|")
+
+
+def _md_row(cells: list[str]) -> str:
+    return "| " + " | ".join(md_cell(c) for c in cells) + " |"
+
+
 def _md_table(table: Table) -> list[str]:
     lines = []
     if table.caption:
-        lines += [f"**{table.caption}**", ""]
-    lines.append("| " + " | ".join(table.header) + " |")
+        lines += [f"**{md_line(table.caption)}**", ""]
+    lines.append(_md_row(table.header))
     lines.append("|" + "|".join("---" for _ in table.header) + "|")
-    lines += ["| " + " | ".join(row) + " |" for row in table.rows]
+    lines += [_md_row(row) for row in table.rows]
     return lines
 
 
@@ -93,22 +124,22 @@ def to_markdown(blocks: list[Block], figure_dir: Path | None) -> str:
     out: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
-            out += ["#" * block.level + " " + block.text, ""]
+            out += ["#" * block.level + " " + md_line(block.text), ""]
         elif isinstance(block, Paragraph):
             out += [block.text, ""]
         elif isinstance(block, Bullets):
-            out += [f"- {item}" for item in block.items] + [""]
+            out += [f"- {md_line(item)}" for item in block.items] + [""]
         elif isinstance(block, Table):
             out += [*_md_table(block), ""]
         elif isinstance(block, Figure):
             if figure_dir is not None:
                 figure_dir.mkdir(parents=True, exist_ok=True)
-                (figure_dir / f"{block.name}.png").write_bytes(block.png)
-                out += [f"![{block.caption}]({figure_dir.name}/{block.name}.png)", ""]
+                write_bytes_atomic(figure_dir / f"{block.name}.png", block.png)
+                out += [f"![{md_line(block.caption)}]({figure_dir.name}/{block.name}.png)", ""]
             if block.caption:
-                out += [f"*{block.caption}*", ""]
+                out += [f"*{md_line(block.caption)}*", ""]
         else:
-            out += ["<details>", f"<summary>{block.summary}</summary>", ""]
+            out += ["<details>", f"<summary>{md_line(block.summary)}</summary>", ""]
             out += [to_markdown(block.blocks, figure_dir), "</details>", ""]
     return "\n".join(out)
 

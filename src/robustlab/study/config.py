@@ -50,6 +50,15 @@ from robustlab.models import MODELS
 from robustlab.models.external import parse_factory_reference
 from robustlab.spec import parse_spec
 from robustlab.study.executor_config import ExecutorConfig
+from robustlab.study_yaml import (
+    DuplicateKeyError,
+    Location,
+    dotted,
+    fraction_value,
+    line_of,
+    load_documents,
+    non_finite,
+)
 
 
 @contextmanager
@@ -466,6 +475,12 @@ class ModelConfig(_Strict):
         return sorted(set(epochs))
 
 
+def _fractions(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_fractions(v) for v in value]
+    return fraction_value(value)
+
+
 class PieceConfig(_Strict):
     """A registered piece with fixed parameters: ``{name, params, label}`` or a spec string."""
 
@@ -479,6 +494,12 @@ class PieceConfig(_Strict):
         if isinstance(value, str):
             name, params = parse_spec(value)
             return {"name": name, "params": params}
+        if isinstance(value, dict):
+            # A fraction given as text from Python ({"eps": "8/255"}) means what YAML reads.
+            value = dict(value)
+            for key in ("params", "grid"):
+                if isinstance(value.get(key), dict):
+                    value[key] = {k: _fractions(v) for k, v in value[key].items()}
         return value
 
     @model_validator(mode="after")
@@ -495,6 +516,7 @@ class DefenseConfig(PieceConfig):
     def _known(self) -> DefenseConfig:
         with _as_value_error():
             DEFENSES.check_parameters(self.name, self.params)
+            DEFENSES.create(self.name, **self.params)  # out-of-range values fail here
         return self
 
 
@@ -844,6 +866,11 @@ class CertifyConfig(_Strict):
         return radius_grid(max(self.largest_radius(s) for s in self.sigma))
 
 
+#: Upper bounds that keep a typo (``trials: 1e15``) from a run that would never end.
+MAX_TRIALS = 1_000
+MAX_COPIES = 100_000
+
+
 class StudyConfig(_Strict):
     """A whole study: the root of the YAML file."""
 
@@ -857,9 +884,14 @@ class StudyConfig(_Strict):
         default_factory=list, description="adversarial attacks, oblivious and adaptive"
     )
     defenses: list[DefenseConfig] = Field(default_factory=lambda: [DefenseConfig(name="none")])
-    trials: int = Field(1, ge=1, description="independent draws of every random degradation")
+    trials: int = Field(
+        1, ge=1, le=MAX_TRIALS, description="independent draws of every random degradation"
+    )
     copies: int = Field(
-        1, ge=1, description="Monte-Carlo degraded copies of every test image per trial"
+        1,
+        ge=1,
+        le=MAX_COPIES,
+        description="Monte-Carlo degraded copies of every test image per trial",
     )
     include_clean: bool = True
     batch_size: int = Field(1000, ge=1, description="evaluation batch size")
@@ -882,6 +914,16 @@ class StudyConfig(_Strict):
     certify: CertifyConfig | None = Field(
         None, description="certified L2 radii by randomised smoothing (Cohen et al. 2019)"
     )
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, name: str) -> str:
+        if set(name) <= {"."}:
+            raise ValueError(
+                f"study name '{name}' is made of dots only; it names the run directory "
+                "runs/<name>, and '.' or '..' would be the current or parent folder; use letters"
+            )
+        return name
 
     @field_validator("models", mode="before")
     @classmethod
@@ -1286,45 +1328,97 @@ def _yaml_error(path: Path, err: yaml.YAMLError) -> ConfigError:
     mark = getattr(err, "problem_mark", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     problem = getattr(err, "problem", None) or str(err)
+    if isinstance(err, DuplicateKeyError):
+        return ConfigError(f"{path}: {problem}; {err.note}")
     return ConfigError(f"{path}: malformed YAML{where}: {problem}")
 
 
-def _validation_error(source: str, err: ValidationError) -> ConfigError:
-    lines = []
+def _validation_error(
+    source: str, err: ValidationError, lines: dict[Location, int] | None = None
+) -> ConfigError:
+    messages = []
     for issue in err.errors():
-        location = ".".join(str(p) for p in issue["loc"]) or "(top level)"
-        lines.append(f"  {location}: {issue['msg']}")
-    return ConfigError(f"{source}: invalid study configuration:\n" + "\n".join(lines))
+        where = tuple(issue["loc"])
+        line = line_of(lines, where) if lines else None
+        at = f" (line {line})" if line is not None else ""
+        messages.append(f"  {dotted(where)}{at}: {issue['msg']}")
+    return ConfigError(f"{source}: invalid study configuration:\n" + "\n".join(messages))
 
 
-def parse_config(data: Any, source: str = "<config>") -> StudyConfig:
-    """Validate already-parsed YAML ``data`` into a :class:`StudyConfig`."""
+def _refuse_non_finite(data: Any, source: str, lines: dict[Location, int] | None) -> None:
+    for where in non_finite(data):
+        line = line_of(lines, where) if lines else None
+        at = f" (line {line})" if line is not None else ""
+        value = data
+        for part in where:
+            value = value[part]
+        raise ConfigError(
+            f"{source}: {dotted(where)}{at} is {value}, not a finite number; no piece can run "
+            "with it and the stored configuration could not be read back: write a finite value"
+        )
+
+
+def parse_config(
+    data: Any, source: str = "<config>", lines: dict[Location, int] | None = None
+) -> StudyConfig:
+    """Validate already-parsed YAML ``data`` into a :class:`StudyConfig`.
+
+    ``lines`` (from :func:`robustlab.study_yaml.load_documents`) lets errors name the line.
+    """
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a study file must be a YAML mapping (key: value lines)")
+        raise ConfigError(
+            f"{source}: a study must be a YAML mapping (key: value lines) or a dict, got "
+            f"{type(data).__name__}"
+        )
+    _refuse_non_finite(data, source, lines)
     try:
         return StudyConfig.model_validate(data)
     except ValidationError as err:
-        raise _validation_error(source, err) from None
+        raise _validation_error(source, err, lines) from None
     except RobustlabError as err:
         raise ConfigError(f"{source}: {err}") from None
 
 
-def _apply_bases(documents: list[Any], source: Path) -> list[Any]:
+def _apply_bases(
+    documents: list[tuple[Any, dict[Location, int]]], source: Path
+) -> list[tuple[Any, dict[Location, int]]]:
     by_name: dict[str, dict[str, Any]] = {}
     merged = []
-    for document in documents:
+    for document, lines in documents:
         if isinstance(document, dict) and "base" in document:
             base = document["base"]
+            at = f" (line {lines[('base',)]})" if ("base",) in lines else ""
+            if not isinstance(base, str):
+                raise ConfigError(
+                    f"{source}: base{at} of study '{document.get('name')}' is a "
+                    f"{type(base).__name__}; it names one earlier study of this file, e.g. "
+                    f"base: {next(iter(by_name), 'mnist-study')}"
+                )
             if base not in by_name:
                 raise ConfigError(
-                    f"{source}: study '{document.get('name')}' has base '{base}', which is not an "
-                    f"earlier study of this file; earlier: {', '.join(by_name) or '(none)'}"
+                    f"{source}: study '{document.get('name')}' has base '{base}'{at}, which is "
+                    f"not an earlier study of this file; earlier: {', '.join(by_name) or '(none)'}"
                 )
             document = {**by_name[base], **{k: v for k, v in document.items() if k != "base"}}
         if isinstance(document, dict) and isinstance(document.get("name"), str):
             by_name[document["name"]] = document
-        merged.append(document)
+        merged.append((document, lines))
     return merged
+
+
+def _read_text(source: Path) -> str:
+    try:
+        raw = source.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read study file {source}: {err.strerror or err}") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{source}: not UTF-8 text (byte 0x{raw[err.start]:02x} at line {line}); save the "
+            "file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
 
 
 def load_configs(path: str | os.PathLike[str]) -> list[StudyConfig]:
@@ -1333,24 +1427,30 @@ def load_configs(path: str | os.PathLike[str]) -> list[StudyConfig]:
     A file may hold several studies as YAML documents separated by ``---`` (e.g. the same
     experiment on MNIST and on Fashion-MNIST); each runs into its own run directory. A later
     document may start from an earlier one with ``base: <earlier name>``: it takes the earlier
-    document's top-level keys and replaces those it sets itself.
+    document's top-level keys and replaces those it sets itself. The YAML is read with
+    :class:`robustlab.study_yaml.StudyLoader`: YAML 1.2 numbers (``1e-1`` is a float),
+    fractions (``8/255``), and a key given twice is an error.
 
     Raises:
-        ConfigError: naming the file and, for malformed YAML, the line and column.
+        ConfigError: naming the file and, for malformed YAML or a bad value, the line.
     """
     source = Path(path)
     if not source.is_file():
-        raise ConfigError(f"study file {source} not found")
+        what = "is a folder, not a file" if source.is_dir() else "not found"
+        raise ConfigError(
+            f"study file {source} {what} (resolved to {source.resolve()}); name a .yaml file, "
+            "or a built-in study (robustlab list)"
+        )
     try:
-        documents = [d for d in yaml.safe_load_all(source.read_text()) if d is not None]
+        documents = load_documents(_read_text(source))
     except yaml.YAMLError as err:
         raise _yaml_error(source, err) from None
     if not documents:
         raise ConfigError(f"{source}: the file holds no study")
     documents = _apply_bases(documents, source)
     configs = [
-        parse_config(d, f"{source} (study {i + 1})" if len(documents) > 1 else str(source))
-        for i, d in enumerate(documents)
+        parse_config(d, f"{source} (study {i + 1})" if len(documents) > 1 else str(source), lines)
+        for i, (d, lines) in enumerate(documents)
     ]
     names = [c.name for c in configs]
     if len(set(names)) != len(names):

@@ -21,6 +21,7 @@ from torch import nn
 from robustlab.data.base import Dataset, SplitLike
 from robustlab.defend import create_defense
 from robustlab.degrade import create_degradation
+from robustlab.errors import ModelError
 from robustlab.metrics import psnr, ssim
 from robustlab.models.base import check_logits
 from robustlab.seeding import make_generator
@@ -173,7 +174,13 @@ def evaluate_group(
             for label, defense in defenses.items():
                 started = time.perf_counter()
                 defended = defense(degraded)
-                logits = check_logits(model(defended), len(y), num_classes)
+                try:
+                    logits = check_logits(model(defended), len(y), num_classes)
+                except ModelError as err:
+                    raise ModelError(
+                        f"model '{group.model.id}' in the cell {group.setting.label} / defence "
+                        f"{label}: {err}"
+                    ) from err
                 predicted = logits.argmax(dim=1)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)

@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import sys
@@ -22,21 +23,25 @@ import torch
 from pydantic import ValidationError
 
 from robustlab import __version__
+from robustlab.atomic import write_text_atomic
 from robustlab.data.base import Dataset
 from robustlab.data.datasets import load_dataset
 from robustlab.device import resolve_device, threads_limited
 from robustlab.errors import ConfigError
 from robustlab.locks import exclusive
+from robustlab.paths import CACHE_ENV
 from robustlab.report.build import PLAN_META, build_report, encode_plan
 from robustlab.seeding import derive_seed
 from robustlab.study.artefacts import ArtefactProvider, artefact_graph
-from robustlab.study.config import StudyConfig, load_config, load_configs
+from robustlab.study.config import StudyConfig, load_config, load_configs, parse_config
+from robustlab.study.dry_run import check_pieces_on_images
 from robustlab.study.executor import GroupCallback
 from robustlab.study.executor_config import ExecutorConfig
 from robustlab.study.parts import CSV_COLUMNS, PartRun, study_parts
 from robustlab.study.parts.base import StudyPart
 from robustlab.study.plan import PlannedModel, plan_models
 from robustlab.study.progress import RichProgress, SilentProgress
+from robustlab.study.run_dir import check_run_dir, check_writable_folder
 from robustlab.study.store import STORE_NAME, ResultsStore
 from robustlab.train.cache import ModelCache
 
@@ -85,8 +90,34 @@ def resolve_config_path(path_or_name: str | os.PathLike[str] | None) -> Path:
             return builtin_config(str(path).removeprefix("configs/"))
         except ConfigError:
             pass
+    if path.is_dir():
+        raise ConfigError(
+            f"study file {path} is a folder (resolved to {path.resolve()}); name a .yaml file "
+            "in it, or a built-in study such as quickstart or papers/lin2022"
+        )
     raise ConfigError(
-        f"study file {path} not found (give a path to a YAML file or a built-in name)"
+        f"study file {path} not found (resolved to {path.resolve()}); give a path to a YAML "
+        "file or a built-in name such as quickstart or papers/lin2022"
+    )
+
+
+def as_study_config(
+    config: StudyConfig | dict[str, Any] | str | os.PathLike[str] | None,
+) -> StudyConfig:
+    """A validated study from a :class:`StudyConfig`, a dict, a path, a built-in name or None.
+
+    Raises:
+        ConfigError: for an invalid study, a missing file, or a value of another type.
+    """
+    if isinstance(config, StudyConfig):
+        return config
+    if isinstance(config, dict):
+        return parse_config(config, "study given as a dict")
+    if config is None or isinstance(config, (str, os.PathLike)):
+        return load_config(resolve_config_path(config))
+    raise ConfigError(
+        f"a study is a StudyConfig, a dict, a path to a YAML file or a built-in name, got "
+        f"{type(config).__name__}"
     )
 
 
@@ -115,20 +146,19 @@ def data_fingerprint(dataset: Dataset) -> str:
 
 def write_results_csv(rows: Iterable[dict[str, Any]], path: Path) -> int:
     """Write the tidy results table (columns :data:`CSV_COLUMNS`) atomically; returns rows."""
-    tmp = path.with_name(path.name + ".tmp")
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
     written = 0
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
-            written += 1
-    os.replace(tmp, path)
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+        written += 1
+    write_text_atomic(path, buffer.getvalue())
     return written
 
 
 def run_study(
-    config: StudyConfig | str | os.PathLike[str] | None = None,
+    config: StudyConfig | dict[str, Any] | str | os.PathLike[str] | None = None,
     *,
     data_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
@@ -144,8 +174,8 @@ def run_study(
     so an interrupted run resumes where it stopped and ends with identical numbers.
 
     Args:
-        config: a :class:`StudyConfig`, a path to a YAML study, a built-in name, or None for
-            the quickstart study.
+        config: a :class:`StudyConfig`, a dict as the YAML would give, a path to a YAML study,
+            a built-in name, or None for the quickstart study.
         data_dir: the data directory (else ``$ROBUSTLAB_DATA``, else the user cache).
         device: ``auto``, ``cpu`` or ``cuda[:N]``.
         run_dir: where results go (else the study's ``output``, else ``runs/<name>``).
@@ -157,12 +187,15 @@ def run_study(
             else this process); see :class:`~robustlab.study.executor_config.ExecutorConfig`.
     """
     began = time.perf_counter()
-    if not isinstance(config, StudyConfig):
-        config = load_config(resolve_config_path(config))
+    config = as_study_config(config)
     target = config.run_dir(run_dir)
-    target.mkdir(parents=True, exist_ok=True)
+    model_cache = cache or ModelCache()
+    # Where results and models go is checked before any data is read or model trained.
+    check_run_dir(target, config.name)
+    check_writable_folder(model_cache.root, "model cache", f"set {CACHE_ENV} to a writable folder")
     torch_device = resolve_device(device)
     dataset = prepare_dataset(config, data_dir)
+    check_pieces_on_images(config, next(dataset.test.batches(1))[0])
     fingerprint = data_fingerprint(dataset)
     models = plan_models(config)
     evaluated = [m for m in models if m.evaluated]  # quality networks are built on, not scored
@@ -171,7 +204,6 @@ def run_study(
         for part in study_parts()
         if (plan := part.plan(config, fingerprint, evaluated)) is not None
     ]
-    model_cache = cache or ModelCache()
 
     def waiting(holder: str) -> None:
         sys.stderr.write(
@@ -267,8 +299,8 @@ def _run_locked(
         write_results_csv(
             (row for part, plan in planned for row in part.csv_rows(plan, store)), results_csv
         )
-        (target / "models.json").write_text(json.dumps(models_json(store, models), indent=2))
-        (target / "config.yaml").write_text(config_yaml(config))
+        write_text_atomic(target / "models.json", json.dumps(models_json(store, models), indent=2))
+        write_text_atomic(target / "config.yaml", config_yaml(config))
         report_md, report_html = build_report(target)
     finally:
         store.close()

@@ -16,15 +16,17 @@ Example:
 
 from __future__ import annotations
 
+import errno
+import functools
 import io
 import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -71,6 +73,14 @@ _COLUMNS = (
 )
 # Schema 2 glued the attack protocol into the defence label: "median (adaptive)".
 _V2_PROTOCOLS = ("oblivious", "adaptive")
+_SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database
+_STORE_TABLES = frozenset({"meta", "cells"})  # every robustlab store (schema 2 and 3) has them
+# What SQLite's error codes mean for the store (the message text for Python < 3.11).
+_CORRUPT = ("SQLITE_CORRUPT", "SQLITE_NOTADB", "malformed", "not a database")
+_FULL = ("SQLITE_FULL", "database or disk is full")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -189,31 +199,146 @@ def _migrate_v2(db: sqlite3.Connection) -> None:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
 
+def not_a_store(path: Path, reason: str) -> RobustlabError:
+    """The error for a ``results.sqlite`` that robustlab refuses (left untouched).
+
+    Example:
+        >>> print(not_a_store(Path("run/results.sqlite"), "it is empty (0 bytes)"))
+        ... # doctest: +ELLIPSIS
+        run/results.sqlite is not a robustlab results store, or it is damaged: it is empty ...
+    """
+    return RobustlabError(
+        f"{path} is not a robustlab results store, or it is damaged: {reason}. robustlab left "
+        "the file untouched. Fix: move it away (e.g. rename it to results.sqlite.bad) and run "
+        "the study again (trained models are reused from the model cache), or write the run "
+        "into another run directory (robustlab run STUDY.yaml -o OTHER_DIR)"
+    )
+
+
+def _check_file(path: Path, create: bool) -> None:
+    """Refuse, before SQLite opens it, a file that cannot be a results store.
+
+    Raises:
+        RobustlabError: for a folder, a missing file (unless ``create``), an empty file
+            (unless ``create``: SQLite makes a new database of it), a file that is not a
+            SQLite database, or one shorter than its header says (truncated).
+    """
+    if path.is_dir():
+        raise not_a_store(path, "it is a folder, not a file")
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        if create:
+            return
+        raise RobustlabError(
+            f"no results store {path}; run a study there first (robustlab run STUDY.yaml -o "
+            f"{path.parent})"
+        ) from None
+    if size == 0:
+        if create:
+            return
+        raise not_a_store(path, "it is empty (0 bytes) and holds no results")
+    with path.open("rb") as file:
+        header = file.read(100)
+    if not header.startswith(_SQLITE_MAGIC):
+        raise not_a_store(path, "it is not a SQLite database")
+    page_size = int.from_bytes(header[16:18], "big") if len(header) == 100 else 0
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    # The header's page count is valid when its "version-valid-for" equals the change counter.
+    claimed = pages * page_size if header[24:28] == header[92:96] else 0
+    if len(header) < 100 or size < claimed:
+        raise not_a_store(
+            path, f"it is truncated ({size:,} bytes of the {max(claimed, 100):,} its header needs)"
+        )
+
+
+def _translated(
+    method: Callable[Concatenate[ResultsStore, _P], _R],
+) -> Callable[Concatenate[ResultsStore, _P], _R]:
+    """Turn SQLite's errors on a damaged store or a full disk into errors a user can act on."""
+
+    @functools.wraps(method)
+    def wrapper(store: ResultsStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(store, *args, **kwargs)
+        except sqlite3.DatabaseError as err:
+            translated = store.translate(err)
+            if translated is err:
+                raise
+            raise translated from err
+
+    return wrapper
+
+
 class ResultsStore:
     """The SQLite results store of one run directory.
 
+    The file is checked before SQLite writes anything to it: a file that is not a robustlab
+    store (another program's database, a damaged or truncated copy, garbage) is refused with
+    :func:`not_a_store` and left untouched. A full disk while writing raises ``OSError`` with
+    ``errno.ENOSPC``; rows already committed stay in the file.
+
     Args:
-        path: the database file (created with its tables when missing).
+        path: the database file.
+        create: create the file (and its tables) when it is missing or empty; with False
+            (reading a finished run, as ``robustlab report`` does) the file must already be a
+            store.
+
+    Raises:
+        RobustlabError: if the file is not a robustlab results store or was written by an
+            incompatible robustlab version.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        _check_file(self.path, create)
         self._db = sqlite3.connect(self.path)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        tables = self._db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]
-        if tables and version == 2:
-            _migrate_v2(self._db)
-            version = SCHEMA_VERSION
-        if tables and version != SCHEMA_VERSION:
+        try:
+            self._open(create)
+        except BaseException:
             self._db.close()
+            raise
+
+    def translate(self, err: sqlite3.DatabaseError) -> Exception:
+        """The error to raise for SQLite's ``err`` on this store.
+
+        A damaged file gives :func:`not_a_store`'s error, a full disk an ``OSError`` with
+        ``errno.ENOSPC`` naming the file; any other error is returned unchanged.
+        """
+        code = f"{getattr(err, 'sqlite_errorname', '')} {err}"
+        if any(mark in code for mark in _FULL):
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        if any(mark in code for mark in _CORRUPT):
+            return not_a_store(self.path, f"SQLite says: {err}")
+        return err
+
+    @_translated
+    def _open(self, create: bool) -> None:
+        # Only reads until the file is known to be a store: a refused file is never modified.
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        names = {
+            name
+            for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        tables = len(names)
+        if tables and not names >= _STORE_TABLES:
+            shown = ", ".join(sorted(names)[:5])
+            raise not_a_store(self.path, f"it is a SQLite database of other tables ({shown})")
+        if not tables and not create:
+            raise not_a_store(self.path, "it is an empty SQLite database and holds no results")
+        if tables and version not in (2, SCHEMA_VERSION):
             raise RobustlabError(
                 f"{self.path} was written by another robustlab version (store schema {version}, "
                 f"this one reads {SCHEMA_VERSION} and 2); move the run directory away or delete "
                 "it, then run the study again (trained models are reused from the model cache)"
             )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        if tables and version == 2:
+            _migrate_v2(self._db)
         self._db.executescript(SCHEMA)
         self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         self._db.commit()
@@ -222,6 +347,7 @@ class ResultsStore:
         """Close the database connection."""
         self._db.close()
 
+    @_translated
     def set_meta(self, key: str, value: Any) -> None:
         """Store a JSON-serialisable value under ``key``."""
         with self._db:
@@ -229,11 +355,13 @@ class ResultsStore:
                 "INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, default=str))
             )
 
+    @_translated
     def get_meta(self, key: str, default: Any = None) -> Any:
         """The value stored under ``key``, or ``default``."""
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
 
+    @_translated
     def record_model(self, model_id: str, path: str, card: dict[str, Any]) -> None:
         """Remember which cached model served ``model_id``."""
         with self._db:
@@ -241,15 +369,18 @@ class ResultsStore:
                 "INSERT OR REPLACE INTO models VALUES (?, ?, ?)", (model_id, path, json.dumps(card))
             )
 
+    @_translated
     def models(self) -> dict[str, dict[str, Any]]:
         """``model_id -> {"path": ..., "card": {...}}`` for every model recorded."""
         rows = self._db.execute("SELECT model_id, path, card FROM models ORDER BY model_id")
         return {m: {"path": p, "card": json.loads(c)} for m, p, c in rows}
 
+    @_translated
     def finished_keys(self) -> set[str]:
         """Keys of every finished cell."""
         return {k for (k,) in self._db.execute("SELECT key FROM cells")}
 
+    @_translated
     def add_cells(
         self, rows: Iterable[CellRow], records: dict[str, dict[str, np.ndarray]] | None = None
     ) -> None:
@@ -274,6 +405,7 @@ class ResultsStore:
             )  # fmt: skip
             self._db.executemany("INSERT OR REPLACE INTO records VALUES (?, ?)", blobs)
 
+    @_translated
     def records(self, key: str) -> dict[str, np.ndarray] | None:
         """Per-sample records of a cell (``psnr``, ``score``, ``predicted``, ``label``) or None."""
         row = self._db.execute("SELECT npz FROM records WHERE key = ?", (key,)).fetchone()
@@ -282,6 +414,7 @@ class ResultsStore:
         with np.load(io.BytesIO(row[0])) as data:
             return {name: data[name] for name in data.files}
 
+    @_translated
     def cells(self, keys: Iterable[str] | None = None, kind: str | None = None) -> list[CellRow]:
         """Stored cells: all, those with the given keys, or those of one kind (no set order)."""
         query = f"SELECT {_COLUMNS} FROM cells"
@@ -300,6 +433,7 @@ class ResultsStore:
             if wanted is None or r[0] in wanted
         ]  # fmt: skip
 
+    @_translated
     def add_example(
         self, setting: str, defense: str, images: bytes, shape: tuple[int, ...], labels: list[int]
     ) -> None:
@@ -310,6 +444,7 @@ class ResultsStore:
                 (setting, defense, images, json.dumps(list(shape)), json.dumps(labels)),
             )
 
+    @_translated
     def examples(self) -> dict[tuple[str, str], tuple[bytes, tuple[int, ...], list[int]]]:
         """``(setting key, defence label) -> (uint8 bytes, shape, labels)``."""
         rows = self._db.execute("SELECT setting, defense, images, shape, labels FROM examples")
@@ -318,6 +453,7 @@ class ResultsStore:
             for s, d, b, shape, labels in rows
         }
 
+    @_translated
     def export_rows(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every stored result as plain rows (cells, records, examples, models), no meta.
 
@@ -334,6 +470,7 @@ class ResultsStore:
             "models": self._db.execute("SELECT model_id, path, card FROM models").fetchall(),
         }
 
+    @_translated
     def import_rows(self, rows: dict[str, list[tuple[Any, ...]]]) -> None:
         """Add rows of :meth:`export_rows` in one transaction (examples already kept win)."""
         with self._db:
