@@ -98,6 +98,28 @@ RESULTS: dict[str, Any] = {
             "inference_s": 20.0,
             "peak_rss_mib": 660.0,
         },
+        {
+            "series": "images",
+            "copies": 2,
+            "test_images": 500,
+            "test_set_mib": 0.37,
+            "peak_rss_sweep_mib": 500.0,
+            "images": 13000,
+            "sweep_s": 1.5,
+            "inference_s": 1.2,
+            "peak_rss_mib": 520.0,
+        },
+        {
+            "series": "images",
+            "copies": 2,
+            "test_images": 5000,
+            "test_set_mib": 3.7,
+            "peak_rss_sweep_mib": 540.0,
+            "images": 130000,
+            "sweep_s": 15.0,
+            "inference_s": 12.0,
+            "peak_rss_mib": 580.0,
+        },
     ],
     "strategies": {
         "results": [
@@ -186,9 +208,12 @@ def test_floors_executor_and_memory(suite: ModuleType) -> None:
     assert "acceptance <= 1.5x: met" in cold.note and "1.5x: MISSED" in warm.note
     assert "6.0 s" in warm.note and "50 ms per cell" in warm.note
     assert "per training (5.0 s" in cold.note
-    (memory,) = rows_by(rows, "copies", "peak memory")
+    (memory,) = rows_by(rows, "copies", "peak memory (RSS), 16 copies")
     assert memory.ratio == pytest.approx(600 / 660)  # fewest copies' peak over the most's
     assert "8x the copies" in memory.note
+    (samples,) = rows_by(rows, "copies", "sweep peak memory (RSS), 5,000 test images")
+    assert samples.ratio == pytest.approx(500 / 540)  # the sweep's peak, not the floor's
+    assert "10x the images" in samples.note and "0.4 to 3.7 MiB" in samples.note
     mc = rows_by(rows, "copies", "Monte-Carlo")
     assert [r.ratio for r in mc] == [pytest.approx(2.5 / 3.0), pytest.approx(20 / 24)]
     assert "target" not in mc[0].note  # the target is for the most copies
