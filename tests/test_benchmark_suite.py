@@ -133,7 +133,7 @@ RESULTS: dict[str, Any] = {
                 "clean_images": 500,
                 "seconds": {"robustlab": [5.0], "plain": [4.0]},
             },
-            {"strategy": "denoise", "clean_images": 500, "seconds": {"robustlab": [5.0]}},
+            {"strategy": "new_plugin", "clean_images": 500, "seconds": {"robustlab": [5.0]}},
         ]
     },
     "ray": {

@@ -148,16 +148,15 @@ class AdvFilterTraining(Strategy):
             loss_sl = (_per_image_l1(clean, out.denoised_sl) * in_sl).sum()
             loss_m = (_per_image_l1(clean, out.denoised_m) * in_m).sum()
             return (loss_sl + loss_m) / len(x)
-        with torch.no_grad():  # the Y-Net is frozen in the second stage
-            model.ynet.eval()
-            parts = model.forward_parts(x)
         k, c = model.ynet.kernel_size, model.ynet.in_channels
-        weight = model.fusion(
-            torch.cat(
+        with torch.no_grad():  # the Y-Net is frozen in the second stage: only the fusion learns
+            model.ynet.eval()
+            parts = model.ynet(x)
+            maps = torch.cat(
                 [uncertainty_map(parts.kernels_sl, c, k), uncertainty_map(parts.kernels_m, c, k)],
                 dim=1,
             )
-        )
+        weight = model.fusion(maps)
         fused = weight * parts.denoised_sl + (1 - weight) * parts.denoised_m
         return F.cross_entropy(self.classifier(fused), self.examples.label(y))
 
