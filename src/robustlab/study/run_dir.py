@@ -57,6 +57,12 @@ RUN_FILES = frozenset(
 _SHOWN = 3
 
 
+def _ours(name: str) -> bool:
+    # Hidden names are the lock and the temporary files of writes in flight (atomic writes,
+    # another run's write test); "*.tmp" is left by a write a kill interrupted.
+    return name in RUN_FILES or name.startswith(".") or name.endswith(".tmp")
+
+
 def stored_study_name(store: Path) -> str | None:
     """The name of the study whose results ``store`` holds (None if unknown or unreadable)."""
     try:
@@ -99,8 +105,7 @@ def check_run_dir(target: Path, study: str) -> None:
     """
     fix = "give another folder with -o DIR (or the study's output:)"
     if target.is_dir():
-        foreign = sorted(p.name for p in target.iterdir() if p.name not in RUN_FILES)
-        foreign = [n for n in foreign if not n.startswith(".robustlab-write-test-")]
+        foreign = sorted(p.name for p in target.iterdir() if not _ours(p.name))
         if foreign:
             shown = ", ".join(foreign[:_SHOWN]) + (", ..." if len(foreign) > _SHOWN else "")
             raise ConfigError(
