@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+import robustlab
 from bad_input import Case, accepted, check, ids, refused
 from robustlab.spec import parse_spec
 from robustlab.study.config import load_config, load_configs
@@ -143,6 +145,17 @@ def after_a_first_run(folder: Path) -> list[str]:
     return args
 
 
+NET = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+DATA = (torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2]))
+
+
+class NanNet(torch.nn.Module):
+    """A classifier whose logits are NaN."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(x), 3), float("nan"))
+
+
 DUPLICATE_DEGRADATIONS = """\
 degradations:
   - gaussian_noise:sigma=0.1
@@ -261,6 +274,8 @@ CASES: list[Case] = [
          study(head=TINY.replace("epochs: [1]}", "epochs: [1], learning_rate: .inf}")),
          refused("learning_rate", "not a finite number")),
     Case("value-huge-trials", "run", "values", study("trials: 1e15\n"),
+         refused("trials (line 5)", "larger than any parameter")),
+    Case("value-too-many-trials", "run", "values", study("trials: 5000\n"),
          refused("trials (line 5)", "less than or equal to 1000")),
     Case("value-huge-copies", "run", "values", study("copies: 1e9\n"),
          refused("copies (line 5)", "less than or equal to 100000")),
@@ -296,7 +311,8 @@ CASES: list[Case] = [
     Case("path-study-named-dot", "run", "paths",
          study(head=TINY.replace("name: tiny", "name: '.'")), refused("dots only")),
     Case("path-study-name-with-a-slash", "run", "paths",
-         study(head=TINY.replace("name: tiny", "name: a/b")), refused("name (line 1)", "pattern")),
+         study(head=TINY.replace("name: tiny", "name: a/b")),
+         refused("name (line 1)", "'a/b'", "use only letters", "e.g. mnist-noise")),
     Case("path-output-is-a-file", "run", "paths",
          with_output(lambda f: (f / "taken.txt").write_text("precious") and f / "taken.txt"),
          refused("taken.txt", "is a file, not a folder", "-o DIR", after=untouched("taken.txt"))),
@@ -347,6 +363,55 @@ CASES: list[Case] = [
              "models": [{"name": "m", "architecture": "lin2022_cnn"}]})),
              "degradations": [{"name": "gaussian_noise", "params": {"sigma": float("inf")}}]})),
          refused("degradations[0].params.sigma", "not a finite number")),
+    Case("python-none-as-a-name", "python", "python-api",
+         python(lambda f: robustlab.create_degradation(None)),  # type: ignore[arg-type]
+         refused("a degradation is named by a string", "NoneType", "valid: compose")),
+    Case("python-dataset-name-not-a-string", "python", "python-api",
+         python(lambda f: robustlab.load_dataset(5)),  # type: ignore[arg-type]
+         refused("a dataset is named by a string", "int")),
+    Case("python-infinite-noise", "python", "python-api",
+         python(lambda f: robustlab.create_degradation("gaussian_noise", sigma=float("inf"))),
+         refused("sigma must be >= 0, got inf", "finite number")),
+    Case("python-infinite-gaussian-filter", "python", "python-api",
+         python(lambda f: robustlab.create_defense("gaussian", sigma=float("inf"))),
+         refused("gaussian filter sigma", "at most", "e.g. sigma=1")),
+    Case("python-huge-blur", "python", "python-api",
+         python(lambda f: robustlab.create_degradation("gaussian_blur", sigma=1e308)),
+         refused("sigma must be a finite number > 0 pixels", "at most 1e+08", "e.g. sigma=1")),
+    Case("python-jpeg-defence-on-0-255", "python", "python-api",
+         python(lambda f: robustlab.create_defense("jpeg")(torch.rand(2, 1, 8, 8) * 255)),
+         refused("defence 'jpeg'", "divide 0-255 images by 255")),
+    Case("python-median-on-noisy-copies", "python", "python-api",
+         python(lambda f: robustlab.create_defense("median")(
+             torch.rand(2, 1, 8, 8) + torch.randn(2, 1, 8, 8))),
+         accepted(lambda f, y: None if y.shape == (2, 1, 8, 8) else pytest.fail())),
+    Case("python-degradation-without-generator", "python", "python-api",
+         python(lambda f: robustlab.create_degradation("salt_pepper")(torch.rand(1, 1, 4, 4))),
+         refused("needs a torch.Generator", "manual_seed(0)")),
+    Case("value-huge-sigma", "run", "values",
+         study("degradations:\n  - name: gaussian_noise\n    grid: {sigma: [1e308]}\n"),
+         refused("degradations[0].grid.sigma[0] (line 7)", "larger than any parameter",
+                 after=nothing_written)),
+    Case("spec-huge-blur", "degrade", "values", degrade("gaussian_blur:sigma=1e308"),
+         refused("-d gaussian_blur:sigma=1e308", "larger than any parameter")),
+    Case("evaluate-name-dotdot-writes-nothing", "python", "paths",
+         python(lambda f: robustlab.evaluate(NET, data=DATA, name="..")),
+         refused("dots only", after=lambda f: None if not (f / "inputs").exists()
+                 and not (f.parent / "inputs").exists() else pytest.fail("inputs written"))),
+    Case("evaluate-images-zero", "python", "values",
+         python(lambda f: robustlab.evaluate(NET, data=DATA, images=0, run_dir=f / "r")),
+         refused("test_limit", "greater than or equal to 1")),
+    Case("evaluate-normalize-channels", "python", "python-api",
+         python(lambda f: robustlab.evaluate(
+             NET, data=DATA, normalize=([0.1, 0.2, 0.3], [0.3] * 3), run_dir=f / "r")),
+         refused("normalize gives 3 mean values", "1 channel")),
+    Case("evaluate-normalize-zero-std", "python", "python-api",
+         python(lambda f: robustlab.evaluate(
+             NET, data=DATA, normalize=([0.1], [0.0]), run_dir=f / "r")),
+         refused("std must be a finite number > 0")),
+    Case("evaluate-nan-logits", "python", "messages",
+         python(lambda f: robustlab.evaluate(NanNet(), data=DATA, run_dir=f / "r")),
+         refused("NaN or infinite logits", "weights")),
     # --- the other entry points -----------------------------------------------------------------
     Case("list-singular-kind", "list", "messages", lambda f: ["list", "attack"],
          refused("'attack'", "attacks")),
@@ -372,3 +437,24 @@ def test_table_covers_its_classes_and_entries() -> None:
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))
 def test_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     check(case, tmp_path, monkeypatch)
+
+
+def test_a_store_cut_short_by_a_full_disk_is_resumed_from_its_write_ahead_log(
+    tmp_path: Path,
+) -> None:
+    """A checkpoint stopped by a full disk leaves the file shorter than its header says while
+    the pages are still in the log: the rerun must read it, not refuse it as truncated."""
+    from robustlab.errors import RobustlabError
+
+    store = ResultsStore(tmp_path / "results.sqlite")
+    store.set_meta("config", {"name": "tiny", "padding": "x" * 50_000})
+    store.close()
+    path = tmp_path / "results.sqlite"
+    with path.open("r+b") as f:  # the file as the interrupted checkpoint left it
+        f.truncate(4096)
+    with pytest.raises(RobustlabError, match="truncated"):
+        ResultsStore(path, create=False)
+    (tmp_path / "results.sqlite-wal").write_bytes(b"\0" * 32)  # the log holding the pages
+    from robustlab.study.store import _check_file
+
+    _check_file(path, create=False)  # no longer refused: SQLite reads the pages from the log

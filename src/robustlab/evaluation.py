@@ -53,8 +53,8 @@ from torch import nn
 from robustlab.data.datasets import load_dataset
 from robustlab.data.tensors import checked_images, checked_labels, save_tensor_dataset
 from robustlab.degrade.suites import SUITES
-from robustlab.errors import InvalidParameterError, ModelError
-from robustlab.study.config import StudyConfig, parse_config
+from robustlab.errors import ConfigError, InvalidParameterError, ModelError
+from robustlab.study.config import StudyConfig, check_study_name, parse_config
 from robustlab.study.run_dir import check_run_dir
 from robustlab.study.runner import RunResult, run_study
 
@@ -174,8 +174,13 @@ def evaluate(
             f"model must be a torch.nn.Module (a classifier returning logits), got "
             f"{type(model).__name__}; for a saved model use robustlab.load_model(path) first"
         )
+    try:
+        check_study_name(name)
+    except ValueError as err:
+        raise ConfigError(f"robustlab.evaluate: {err}") from None
     target = Path(run_dir) if run_dir is not None else Path("runs") / name
     source = _data_source(data, classes, model, data_dir)
+    _check_normalize(normalize, source.example.shape[1])
     pieces = {
         "degradations": _pieces(degradations, "degradations", suites=True),
         "attacks": _pieces(attacks, "attacks"),
@@ -188,7 +193,7 @@ def evaluate(
     study: dict[str, Any] = {
         "name": name,
         "seed": seed,
-        "dataset": {"name": dataset_name, **({"test_limit": images} if images else {})},
+        "dataset": {"name": dataset_name, **({"test_limit": images} if images is not None else {})},
         "models": [{"name": "model", "torchscript": str(model_path)}],
         **pieces,
         "batch_size": batch_size,
@@ -200,6 +205,28 @@ def evaluate(
     run = run_study(config, data_dir=data_dir, device=device, progress=progress)
     text = yaml.safe_dump(study, sort_keys=False, allow_unicode=True)
     return EvaluationResult(run, config, text)
+
+
+def _check_normalize(
+    normalize: tuple[Sequence[float], Sequence[float]] | None, channels: int
+) -> None:
+    """Refuse a normalisation that does not fit the images, before the model is run on it."""
+    if normalize is None:
+        return
+    if not isinstance(normalize, (tuple, list)) or len(normalize) != 2:
+        raise InvalidParameterError(
+            "normalize is (mean, std), one value per channel or one for all, e.g. "
+            "normalize=([0.1307], [0.3081])"
+        )
+    mean, std = (list(map(float, values)) for values in normalize)
+    for values, what in ((mean, "mean"), (std, "std")):
+        if len(values) not in (1, channels):
+            raise InvalidParameterError(
+                f"normalize gives {len(values)} {what} values but the images have {channels} "
+                f"channel(s); give one per channel, or one for all"
+            )
+    if not all(0.0 < s < float("inf") for s in std):
+        raise InvalidParameterError(f"normalize: every std must be a finite number > 0, got {std}")
 
 
 def _pieces(value: Pieces, what: str, suites: bool = False) -> list[Any]:
@@ -314,6 +341,11 @@ def _eager(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         raise ModelError(
             f"the model returned {shape} for {len(x)} images; robustlab needs logits "
             f"({len(x)}, classes)"
+        )
+    if not bool(torch.isfinite(out).all()):
+        raise ModelError(
+            "the model returned NaN or infinite logits on the first images of the data; check "
+            "its weights and the normalize it is given (robustlab feeds it (x - mean) / std)"
         )
     return out.detach().cpu()
 

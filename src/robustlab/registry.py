@@ -204,7 +204,13 @@ class Registry(Generic[T]):
 
         Raises:
             UnknownNameError: if no such name is registered; the message lists the valid names.
+            InvalidParameterError: if ``name`` is not a string.
         """
+        if not isinstance(name, str):
+            raise InvalidParameterError(
+                f"a {self.kind} is named by a string, got {type(name).__name__} {name!r}; "
+                f"valid: {', '.join(self.names())}"
+            )
         try:
             return self._entries[name]
         except KeyError:

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from robustlab.errors import InvalidParameterError
-from robustlab.study_yaml import load_value, non_finite
+from robustlab.study_yaml import load_value, non_finite, why_unusable
 
 _OPEN = {"[": "]", "{": "}"}
 
@@ -76,9 +76,12 @@ def _value(key: str, text: str, spec: str) -> Any:
         )
     bad = next(non_finite(value), None)
     if bad is not None:
+        number = value
+        for part in bad:
+            number = number[part]
         raise InvalidParameterError(
-            f"value '{text}' of '{key}' in spec '{spec}' is not a finite number; write a "
-            "finite value"
+            f"value '{text}' of '{key}' in spec '{spec}' {why_unusable(number)}; write a "
+            "finite value in range"
         )
     return value
 

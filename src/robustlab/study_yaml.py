@@ -160,9 +160,16 @@ def load_value(text: str) -> Any:
     return yaml.load(text, Loader=StudyLoader)  # a SafeLoader subclass: no arbitrary objects
 
 
+#: No parameter of any piece means anything this large; 1e308 is a typo that runs and breaks.
+LARGEST = 1e12
+
+
 def non_finite(value: Any, where: Location = ()) -> Iterator[Location]:
-    """The locations of every infinite or NaN float inside ``value`` (mappings, lists)."""
-    if isinstance(value, float) and not math.isfinite(value):
+    """The locations of every unusable float inside ``value`` (mappings and lists searched).
+
+    Unusable: infinite, NaN, or larger in magnitude than :data:`LARGEST`.
+    """
+    if isinstance(value, float) and not abs(value) <= LARGEST:
         yield where
     elif isinstance(value, dict):
         for key, item in value.items():
@@ -170,6 +177,13 @@ def non_finite(value: Any, where: Location = ()) -> Iterator[Location]:
     elif isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             yield from non_finite(item, (*where, index))
+
+
+def why_unusable(value: float) -> str:
+    """Why :func:`non_finite` flagged ``value``."""
+    if math.isfinite(value):
+        return f"is {value:g}, larger than any parameter means (at most {LARGEST:g})"
+    return f"is {value}, not a finite number"
 
 
 def line_of(lines: dict[Location, int], where: Location) -> int | None:

@@ -27,6 +27,9 @@ import torch
 
 from robustlab.errors import InvalidParameterError
 
+# A noise-free batch above this is 0-255 pixels: noisy copies around [0, 1] go below 0 first.
+_SURELY_0_255 = 1.5
+
 # True while a checked entry point runs: the pieces it calls do not check again.
 _INSIDE_CHECKED: ContextVar[bool] = ContextVar("robustlab_inside_checked", default=False)
 
@@ -45,7 +48,8 @@ def check_images(
         x: the batch.
         what: what the batch is, for the message ("input of GaussianNoise(sigma=0.1)").
         pixel_range: also require values in ``[0, 1]`` (off where noisy copies are expected,
-            e.g. in front of a classifier under randomised smoothing).
+            e.g. in front of a classifier under randomised smoothing; a batch with no
+            negative value and a maximum above 1.5 is still refused as 0-255 pixels).
 
     Raises:
         InvalidParameterError: naming the problem (type, shape, dtype, NaN or infinity, range),
@@ -80,7 +84,9 @@ def check_images(
             f"{what} contain {bad} values; images must be finite numbers in [0, 1]: check "
             "the image loading or the step that produced them"
         )
-    if pixel_range and (lo < 0.0 or hi > 1.0):
+    # Without the range check (a defence may see noisy, unclipped copies, which go below 0)
+    # a batch that is nowhere negative yet well above 1 is still 0-255 pixels, not noise.
+    if (pixel_range and (lo < 0.0 or hi > 1.0)) or (lo >= 0.0 and hi > _SURELY_0_255):
         raise InvalidParameterError(
             f"{what} must lie in [0, 1], found values in [{lo:.3g}, {hi:.3g}]; robustlab works "
             "in pixel space: divide 0-255 images by 255 (x / 255) and keep normalisation "

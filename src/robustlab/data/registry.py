@@ -48,7 +48,7 @@ def resolve_dataset_name(name: str) -> tuple[str, dict[str, Any]]:
         UnknownNameError: if the name (or the part before the colon) is not registered.
         InvalidParameterError: for ``NAME:PATH`` where ``NAME`` takes no path, or an empty path.
     """
-    if name in DATASETS or ":" not in name:
+    if not isinstance(name, str) or name in DATASETS or ":" not in name:
         DATASETS.entry(name)
         return name, {}
     base, _, path = name.partition(":")

@@ -184,6 +184,10 @@ class MedianFilter(nn.Module):
         return f"size={self.size}"
 
 
+#: Beyond this the kernel's radius (4 sigma) has no meaning for any image (nor fits an int32).
+MAX_SIGMA = 1e8
+
+
 @DEFENSES.register("gaussian", severity="sigma", tags=("filter", "linear"))
 class GaussianFilter(nn.Module):
     """Gaussian smoothing filter of standard deviation ``sigma`` pixels.
@@ -196,8 +200,11 @@ class GaussianFilter(nn.Module):
 
     def __init__(self, sigma: float = 1.0, size: int | None = None) -> None:
         super().__init__()
-        if not float(sigma) > 0:
-            raise InvalidParameterError(f"gaussian filter sigma must be > 0, got {sigma!r}")
+        if not 0 < float(sigma) <= MAX_SIGMA:  # also refuses NaN and infinity
+            raise InvalidParameterError(
+                f"gaussian filter sigma must be > 0 and at most {MAX_SIGMA:g} pixels, got "
+                f"{sigma!r}; e.g. sigma=1"
+            )
         self.sigma = float(sigma)
         radius = int(4.0 * self.sigma + 0.5)
         self.size = _check_size(size) if size is not None else 2 * max(radius, 1) + 1

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -34,12 +35,15 @@ def _checking(call: _Call) -> _Call:
     """``call`` preceded by the one input check of image batches (:func:`checked_images`)."""
 
     @functools.wraps(call)
-    def checked(self: Degradation, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def checked(
+        self: Degradation, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         with checked_images(x, f"the input of {self!r}"):
             if not isinstance(generator, torch.Generator):
                 raise InvalidParameterError(
-                    f"{self!r} needs a torch.Generator as its second argument, got "
-                    f"{type(generator).__name__}; e.g. torch.Generator().manual_seed(0)"
+                    f"{self!r} needs a torch.Generator as its second argument (every random "
+                    f"draw comes from it), got {type(generator).__name__}; e.g. "
+                    "degradation(x, torch.Generator().manual_seed(0))"
                 )
             return call(self, x, generator)
 
@@ -114,8 +118,10 @@ def check_fraction(name: str, value: float) -> float:
 def check_non_negative(name: str, value: float) -> float:
     """Validate a parameter that must be ``>= 0`` (a noise level, a blur sigma)."""
     value = _number(name, value, ">= 0")
-    if not value >= 0.0:  # also rejects NaN
-        raise InvalidParameterError(f"{name} must be >= 0, got {value}")
+    if not 0.0 <= value < math.inf:  # also rejects NaN
+        raise InvalidParameterError(
+            f"{name} must be >= 0, got {value}; give a finite number, e.g. {name}=0.1"
+        )
     return value
 
 

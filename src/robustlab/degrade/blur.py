@@ -16,13 +16,14 @@ Example:
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from robustlab.degrade.base import DEGRADATIONS, Degradation
 from robustlab.errors import InvalidParameterError
 from robustlab.separable import gaussian_kernel1d, separable_filter
+
+#: Beyond this the kernel's radius (4 sigma) has no meaning for any image (nor fits an int32).
+MAX_SIGMA = 1e8
 
 
 def default_radius(sigma: float) -> int:
@@ -50,8 +51,11 @@ class GaussianBlur(Degradation):
 
     def __init__(self, sigma: float = 1.0, radius: int | None = None) -> None:
         sigma = float(sigma)
-        if not (sigma > 0.0 and math.isfinite(sigma)):
-            raise InvalidParameterError(f"sigma must be a finite number > 0 pixels, got {sigma}")
+        if not 0.0 < sigma <= MAX_SIGMA:  # also refuses NaN and infinity
+            raise InvalidParameterError(
+                f"sigma must be a finite number > 0 pixels, got {sigma} (and at most "
+                f"{MAX_SIGMA:g}); e.g. sigma=1"
+            )
         if radius is None:
             radius = default_radius(sigma)
         elif isinstance(radius, bool) or int(radius) != radius or radius < 0:

@@ -58,6 +58,7 @@ from robustlab.study_yaml import (
     line_of,
     load_documents,
     non_finite,
+    why_unusable,
 )
 
 
@@ -871,10 +872,33 @@ MAX_TRIALS = 1_000
 MAX_COPIES = 100_000
 
 
+_STUDY_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def check_study_name(name: str) -> str:
+    """``name`` if it can name a run directory (``runs/<name>``), else a ``ValueError``.
+
+    Example:
+        >>> check_study_name("mnist-noise")
+        'mnist-noise'
+    """
+    if not _STUDY_NAME.fullmatch(name):
+        raise ValueError(
+            f"study name {name!r} names the run directory runs/<name>: use only letters, "
+            "digits, '_', '-' and '.', e.g. mnist-noise"
+        )
+    if set(name) <= {"."}:
+        raise ValueError(
+            f"study name '{name}' is made of dots only; it names the run directory "
+            "runs/<name>, and '.' or '..' would be the current or parent folder; use letters"
+        )
+    return name
+
+
 class StudyConfig(_Strict):
     """A whole study: the root of the YAML file."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(description="letters, digits, _ - and .; names runs/<name>")
     description: str = ""
     seed: int = 0
     dataset: DatasetConfig
@@ -918,12 +942,7 @@ class StudyConfig(_Strict):
     @field_validator("name")
     @classmethod
     def _folder_name(cls, name: str) -> str:
-        if set(name) <= {"."}:
-            raise ValueError(
-                f"study name '{name}' is made of dots only; it names the run directory "
-                "runs/<name>, and '.' or '..' would be the current or parent folder; use letters"
-            )
-        return name
+        return check_study_name(name)
 
     @field_validator("models", mode="before")
     @classmethod
@@ -1353,8 +1372,8 @@ def _refuse_non_finite(data: Any, source: str, lines: dict[Location, int] | None
         for part in where:
             value = value[part]
         raise ConfigError(
-            f"{source}: {dotted(where)}{at} is {value}, not a finite number; no piece can run "
-            "with it and the stored configuration could not be read back: write a finite value"
+            f"{source}: {dotted(where)}{at} {why_unusable(value)}; no piece can run with it and "
+            "the stored configuration could not be read back: write a finite value in range"
         )
 
 

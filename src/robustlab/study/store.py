@@ -247,7 +247,11 @@ def _check_file(path: Path, create: bool) -> None:
     pages = int.from_bytes(header[28:32], "big")
     # The header's page count is valid when its "version-valid-for" equals the change counter.
     claimed = pages * page_size if header[24:28] == header[92:96] else 0
-    if len(header) < 100 or size < claimed:
+    # With a write-ahead log beside it the file may be shorter than its header says: a
+    # checkpoint cut short (a full disk) leaves the pages in the log, and SQLite reads them.
+    wal = path.with_name(path.name + "-wal")
+    logged = wal.is_file() and wal.stat().st_size > 0
+    if len(header) < 100 or (size < claimed and not logged):
         raise not_a_store(
             path, f"it is truncated ({size:,} bytes of the {max(claimed, 100):,} its header needs)"
         )
@@ -313,6 +317,12 @@ class ResultsStore:
             return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
         if any(mark in code for mark in _CORRUPT):
             return not_a_store(self.path, f"SQLite says: {err}")
+        if "readonly" in code.lower().replace("-", "").replace(" ", ""):
+            return RobustlabError(
+                f"{self.path} cannot be opened for writing (SQLite says: {err}): its folder is "
+                "read-only; copy the run directory to a writable folder and run the command "
+                "there"
+            )
         return err
 
     @_translated
