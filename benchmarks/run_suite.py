@@ -659,7 +659,7 @@ BENCHMARKS_RUN: tuple[Benchmark, ...] = (
     Benchmark(
         "copies",
         "bench_copies.py",
-        "--copies 2 8 --images 500 --images-grid 500 5000",
+        "--copies 2 8 --images 500 --images-grid 500 3000",
         "--copies 1 4 --images 200 --images-grid 200 2000",
         rows_copies,
         threads_flag=False,
@@ -669,8 +669,8 @@ BENCHMARKS_RUN: tuple[Benchmark, ...] = (
     Benchmark(
         "strategies",
         "bench_strategies.py",
-        "--images 500 --warmup 200 --repeats 3",
-        "--images 200 --warmup 100 --repeats 1",
+        "--images 500 --warmup 200 --repeats 3 --denoiser-images 200",
+        "--images 200 --warmup 100 --repeats 1 --denoiser-images 100",
         rows_strategies,
         summary="each training strategy against a plain PyTorch loop",
     ),
