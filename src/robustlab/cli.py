@@ -494,7 +494,12 @@ def attack(
     except RobustlabError as err:
         raise _fail(err) from None
     except OSError as err:
-        raise _fail(RobustlabError(f"cannot write {out}: {err}")) from None
+        raise _fail(
+            RobustlabError(
+                f"cannot write {out}: {err.strerror or err}; give --out a file path in a "
+                "writable folder, e.g. --out adv.npz"
+            )
+        ) from None
     n = len(result)
     clean = int((result.clean_predictions == result.labels).sum())
     robust = int((result.predictions == result.labels).sum())

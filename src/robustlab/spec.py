@@ -66,6 +66,11 @@ def _value(key: str, text: str, spec: str) -> Any:
         value = load_value(text) if text else None
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        if "divides by zero" in problem:
+            raise InvalidParameterError(
+                f"value '{text}' of '{key}' in spec '{spec}': {problem}; give a nonzero "
+                "denominator, e.g. eps=8/255"
+            ) from None
         raise InvalidParameterError(
             f"value '{text}' of '{key}' in spec '{spec}' is not valid YAML ({problem}); quote "
             f'it if it is text: {key}="{text}"'

@@ -989,7 +989,13 @@ class StudyConfig(_Strict):
         ):
             dupes = {x for x in labels if labels.count(x) > 1}
             if dupes:
-                raise ValueError(f"{kind} labels must be unique; repeated: {sorted(dupes)}")
+                fix = (
+                    "give each model entry its own name"
+                    if kind == "model"
+                    else "give the entries that share a name a label: each (e.g. label: "
+                    "pgd-40) to tell them apart"
+                )
+                raise ValueError(f"{kind} labels must be unique; repeated: {sorted(dupes)}; {fix}")
         _check_parents(self.models)
         if self.certify is not None:
             known = [d.label for d in self.defenses]
@@ -1430,6 +1436,10 @@ def _read_text(source: Path) -> str:
         raw = source.read_bytes()
     except OSError as err:
         raise ConfigError(f"cannot read study file {source}: {err.strerror or err}") from None
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise ConfigError(
+            f"{source}: UTF-16 text; save the file as UTF-8 (e.g. iconv -f utf-16 -t utf-8)"
+        )
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
