@@ -60,6 +60,24 @@ class SplitLike(Protocol):
         ...
 
 
+def stored_batches(
+    images: torch.Tensor, labels: torch.Tensor, batch_size: int, order: torch.Tensor | None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(images, labels)`` batches as stored (no conversion), in ``order`` if given.
+
+    Example:
+        >>> [y.tolist() for _, y in stored_batches(torch.zeros(3, 1), torch.arange(3), 2, None)]
+        [[0, 1], [2]]
+    """
+    total = len(labels) if order is None else len(order)
+    for start in range(0, total, batch_size):
+        if order is None:
+            yield images[start : start + batch_size], labels[start : start + batch_size]
+        else:
+            index = order[start : start + batch_size]
+            yield images[index], labels[index]
+
+
 @dataclass(frozen=True)
 class Split:
     """One split of a dataset: ``uint8`` images ``(N, C, H, W)`` and ``int64`` labels ``(N,)``."""
@@ -102,14 +120,7 @@ class Split:
             order: sample indices to visit (e.g. a seeded permutation for training); by
                 default every sample in stored order.
         """
-        total = len(self) if order is None else len(order)
-        for start in range(0, total, batch_size):
-            if order is None:
-                x = self.images[start : start + batch_size]
-                y = self.labels[start : start + batch_size]
-            else:
-                index = order[start : start + batch_size]
-                x, y = self.images[index], self.labels[index]
+        for x, y in stored_batches(self.images, self.labels, batch_size, order):
             yield x.to(device).float().div_(255.0), y.to(device)
 
     def fingerprint(self) -> str:

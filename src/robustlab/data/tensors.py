@@ -34,7 +34,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from robustlab.data.base import Dataset
+from robustlab.data.base import Dataset, stored_batches
 from robustlab.data.registry import DATASETS
 from robustlab.errors import DataError, InvalidParameterError
 
@@ -72,14 +72,7 @@ class TensorSplit:
         order: torch.Tensor | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(float32 images in [0, 1], labels)`` batches, in ``order`` if given."""
-        total = len(self) if order is None else len(order)
-        for start in range(0, total, batch_size):
-            if order is None:
-                x = self.images[start : start + batch_size]
-                y = self.labels[start : start + batch_size]
-            else:
-                index = order[start : start + batch_size]
-                x, y = self.images[index], self.labels[index]
+        for x, y in stored_batches(self.images, self.labels, batch_size, order):
             x = x.to(device)
             yield (x.float().div_(255.0) if x.dtype == torch.uint8 else x.clone()), y.to(device)
 
