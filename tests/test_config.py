@@ -42,7 +42,7 @@ def _with(**changes: Any) -> dict[str, Any]:
         ),
         (
             {"defenses": ["mean"]},
-            "unknown defence 'mean'; valid: box, gaussian, jpeg, median, none",
+            "unknown defence 'mean'; valid: box, denoiser, gaussian, jpeg, median, none",
         ),
         ({"defenses": ["median:radius=2"]}, "valid: size"),
         (

@@ -52,20 +52,7 @@ class Denoised(nn.Module):
         output: str = "fused",
     ) -> None:
         super().__init__()
-        if head is not None:
-            heads = getattr(denoiser, "num_heads", None)
-            if heads is None or not 0 <= head < int(heads):
-                raise InvalidParameterError(
-                    f"head {head} does not exist: {type(denoiser).__name__} has "
-                    + ("no heads to choose from" if heads is None else f"heads 0..{heads - 1}")
-                )
-        if output not in ("fused", "sl", "m"):
-            raise InvalidParameterError(f"output must be fused, sl or m, got {output!r}")
-        if output != "fused" and not isinstance(getattr(denoiser, "ynet", None), nn.Module):
-            raise InvalidParameterError(
-                f"output {output!r} picks one decoder of an AdvFilter; "
-                f"{type(denoiser).__name__} has none"
-            )
+        check_denoiser_choice(denoiser, head, output)
         self.denoiser = denoiser
         self.classifier = classifier
         self.head = head
@@ -73,18 +60,7 @@ class Denoised(nn.Module):
 
     def denoise(self, x: torch.Tensor) -> torch.Tensor:
         """The denoised images."""
-        if self.output != "fused":
-            ynet: nn.Module = self.denoiser.ynet  # type: ignore[assignment]
-            decoded = ynet(x)
-            out: torch.Tensor = decoded.denoised_sl if self.output == "sl" else decoded.denoised_m
-        else:
-            out = self.denoiser(x) if self.head is None else self.denoiser(x, head=self.head)
-        if out.shape != x.shape:
-            raise InvalidParameterError(
-                f"the denoiser returned {tuple(out.shape)} for images {tuple(x.shape)}; a "
-                "denoiser must return images of its input's shape"
-            )
-        return out
+        return apply_denoiser(self.denoiser, x, self.head, self.output)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The classifier's logits for the denoised images."""
@@ -95,3 +71,47 @@ class Denoised(nn.Module):
     def oblivious_source(self) -> nn.Module:
         """What an attacker unaware of the denoiser attacks: the classifier alone."""
         return self.classifier
+
+
+def check_denoiser_choice(denoiser: nn.Module, head: int | None, output: str) -> None:
+    """Refuse a head the denoiser does not have, or a decoder output of a non-AdvFilter.
+
+    Raises:
+        InvalidParameterError: naming the heads there are, or the network's class.
+    """
+    if head is not None:
+        heads = getattr(denoiser, "num_heads", None)
+        if heads is None or not 0 <= head < int(heads):
+            raise InvalidParameterError(
+                f"head {head} does not exist: {type(denoiser).__name__} has "
+                + ("no heads to choose from" if heads is None else f"heads 0..{heads - 1}")
+            )
+    if output not in ("fused", "sl", "m"):
+        raise InvalidParameterError(f"output must be fused, sl or m, got {output!r}")
+    if output != "fused" and not isinstance(getattr(denoiser, "ynet", None), nn.Module):
+        raise InvalidParameterError(
+            f"output {output!r} picks one decoder of an AdvFilter; "
+            f"{type(denoiser).__name__} has none"
+        )
+
+
+def apply_denoiser(
+    denoiser: nn.Module, x: torch.Tensor, head: int | None = None, output: str = "fused"
+) -> torch.Tensor:
+    """``denoiser(x)`` through the chosen head or AdvFilter output (see :class:`Denoised`).
+
+    Raises:
+        InvalidParameterError: if the denoiser changes the images' shape.
+    """
+    if output != "fused":
+        ynet: nn.Module = denoiser.ynet  # type: ignore[assignment]
+        decoded = ynet(x)
+        out: torch.Tensor = decoded.denoised_sl if output == "sl" else decoded.denoised_m
+    else:
+        out = denoiser(x) if head is None else denoiser(x, head=head)
+    if out.shape != x.shape:
+        raise InvalidParameterError(
+            f"the denoiser returned {tuple(out.shape)} for images {tuple(x.shape)}; a "
+            "denoiser must return images of its input's shape"
+        )
+    return out

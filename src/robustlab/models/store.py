@@ -65,7 +65,8 @@ class ModelCard(BaseModel):
     images_seen: int | None = None
 
 
-def _paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+def model_files(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """The weights and card files of a saved model named by either file or their stem."""
     base = Path(path)
     if base.suffix in (".safetensors", ".json"):
         base = base.with_suffix("")
@@ -78,7 +79,7 @@ def save_model(model: nn.Module, card: ModelCard, path: str | os.PathLike[str]) 
     Both files are written atomically (temporary file, then rename), so an interrupted save
     never leaves a half-written model behind.
     """
-    weights, card_path = _paths(path)
+    weights, card_path = model_files(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(weights) as tmp:
@@ -89,7 +90,7 @@ def save_model(model: nn.Module, card: ModelCard, path: str | os.PathLike[str]) 
 
 def read_card(path: str | os.PathLike[str]) -> ModelCard:
     """Read the JSON card of a saved model (``path`` may name either file of the pair)."""
-    _, card_path = _paths(path)
+    _, card_path = model_files(path)
     if not card_path.exists():
         raise ModelError(
             f"no model card at {card_path}; a robustlab model is a .safetensors file with a "
@@ -137,7 +138,7 @@ def load_model(path: str | os.PathLike[str], device: str = "cpu") -> nn.Module:
     """
     _check_model_path(path)
     resolve_device(device)  # an unknown or absent device is refused before any file is read
-    weights, card_path = _paths(path)
+    weights, card_path = model_files(path)
     if not weights.exists() and not card_path.exists():
         raise ModelError(
             f"no saved model at {weights}: no weights there and no model card at {card_path}; "

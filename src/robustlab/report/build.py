@@ -97,6 +97,19 @@ def _model_rows(models: list[PlannedModel], cards: dict[str, dict[str, Any]]) ->
     return rows
 
 
+def _trained_defenses(stored: dict[str, Any]) -> list[str]:
+    """One line per defence that runs a denoiser trained by the study, naming its classifier."""
+    lines: dict[str, str] = {}
+    for part in stored["parts"].values():
+        for d in part.get("defenses", []) if isinstance(part, dict) else []:
+            if d.get("artefact") is not None:
+                lines[d["label"]] = (
+                    f"Defence `{d['label']}` is the trained denoiser {d['artefact']}, in front of "
+                    f"every model; it was trained for {d.get('trained_for') or 'no classifier'}."
+                )
+    return list(lines.values())
+
+
 def report_blocks(store: ResultsStore) -> tuple[list[Block], str]:
     """The report's blocks and title, computed from ``store`` alone."""
     from robustlab.study.parts import ReportContext, study_parts
@@ -163,6 +176,9 @@ def report_blocks(store: ResultsStore) -> tuple[list[Block], str]:
         ),
     ]
     blocks += composite_blocks(store.models())
+    trained_fronts = _trained_defenses(stored)
+    if trained_fronts:
+        blocks.append(Bullets(trained_fronts))
     for part, plan in parts:
         blocks += part.lead_blocks(plan, context)
     for part, plan in parts:

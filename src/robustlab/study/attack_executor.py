@@ -56,18 +56,19 @@ from robustlab.attack.adaptive import attack_surface
 from robustlab.attack.base import Attack, AttackResult, merge_notes
 from robustlab.attack.minimum_norm import EPS_SLACK
 from robustlab.data.base import Dataset
-from robustlab.defend import create_defense
 from robustlab.metrics import psnr, ssim
 from robustlab.seeding import derive_seed, make_generator
 from robustlab.study.artefacts import ArtefactProvider
 from robustlab.study.composites import oblivious_key
 from robustlab.study.config import StudyConfig
+from robustlab.study.defenses import ModelProvider, build_defense, probe_defense
 from robustlab.study.plan import (
     DefenseSetting,
     PlannedModel,
     cells_from_json,
     cells_to_json,
     dataset_key,
+    defense_settings,
 )
 from robustlab.study.progress import SilentProgress
 from robustlab.study.store import CellRow, ResultsStore
@@ -188,7 +189,7 @@ def adaptive_methods(settings: list[AttackSetting], defenses: list[DefenseSettin
     for d in defenses:
         if d.name == "none":
             continue
-        defense = create_defense(d.name, **d.params)
+        defense = probe_defense(d)
         for gradient, eot in sorted(modes):
             method = attack_surface(
                 nn.Identity(),
@@ -242,7 +243,7 @@ def make_attack_plan(
                     source=entry.source,
                 )
             )
-    defenses = [DefenseSetting(d.label, d.name, dict(d.params)) for d in config.defenses]
+    defenses = defense_settings(config)
     scope = {
         "dataset": dataset_key(config.dataset),
         "data": data_fingerprint,
@@ -270,7 +271,7 @@ def make_attack_plan(
                         {
                             **scope,
                             "model": model.key(),
-                            "defense": [defense.name, defense.params],
+                            "defense": defense.key(),
                             "attack": [setting.name, setting.params, *setting.code],
                             "protocol": protocol,
                             "adaptive": adaptive,
@@ -341,6 +342,7 @@ def attack_group(
     on_batch: Callable[[int], None] | None = None,
     transfer_source: nn.Module | None = None,
     shared: SharedRuns | None = None,
+    provider: ModelProvider | None = None,
 ) -> dict[str, tuple[CellRow, dict[str, np.ndarray]]]:
     """Run the attack of ``group`` for the given cells; returns ``key -> (row, records)``.
 
@@ -356,14 +358,15 @@ def attack_group(
             when a cell's protocol is ``transfer``).
         shared: attack runs on a source model, kept for the other groups of the same source
             and setting (composites whose oblivious source is one classifier, transfer runs).
+        provider: builds the study's trained denoisers used as defences (none needed
+            otherwise).
     """
     began = time.perf_counter()
     setting = group.setting
     attack = setting.build()
     num_classes = dataset.num_classes
     defenses = {
-        c.defense.label: create_defense(c.defense.name, **c.defense.params).to(device).eval()
-        for c in cells
+        c.defense.label: build_defense(c.defense, provider).to(device).eval() for c in cells
     }
     adaptive = {c.defense.label for c in cells if c.protocol == "adaptive"}
     transfer_needed = any(c.protocol == "transfer" for c in cells)
@@ -624,7 +627,7 @@ def execute_attacks(
             results = attack_group(
                 model, group, dataset, todo, batch_size=batch_size, device=device,
                 on_batch=lambda n: progress.advance(task, n), transfer_source=transfer,
-                shared=shared,
+                shared=shared, provider=provider,
             )  # fmt: skip
             store.add_cells(
                 [row for row, _ in results.values()],

@@ -48,11 +48,12 @@ import numpy as np
 
 from robustlab.certify import Certificate, certify
 from robustlab.data.base import Dataset
-from robustlab.defend import create_defense, defended
+from robustlab.defend import defended
 from robustlab.seeding import derive_seed, make_generator
 from robustlab.study.artefacts import ArtefactProvider
 from robustlab.study.config import StudyConfig
-from robustlab.study.plan import DefenseSetting, PlannedModel, dataset_key
+from robustlab.study.defenses import build_defense
+from robustlab.study.plan import DefenseSetting, PlannedModel, dataset_key, defense_settings
 from robustlab.study.progress import SilentProgress
 from robustlab.study.store import CellRow, ResultsStore
 
@@ -78,13 +79,14 @@ class CertifyJob:
 
     def to_json(self) -> list[Any]:
         """``[model id, sigma, key, defence]``, as stored with the resolved plan."""
-        return [self.model.id, self.sigma, self.key, vars(self.defense)]
+        return [self.model.id, self.sigma, self.key, self.defense.to_json()]
 
     @classmethod
     def from_json(cls, data: list[Any], models: list[PlannedModel]) -> CertifyJob:
         """A stored job."""
         model, sigma, key, *rest = data
-        defense = DefenseSetting(**rest[0]) if rest else NO_DEFENSE
+        known = {m.id: m for m in models}
+        defense = DefenseSetting.from_json(rest[0], known) if rest else NO_DEFENSE
         return cls(next(m for m in models if m.id == model), float(sigma), key, defense)
 
     @property
@@ -155,11 +157,11 @@ def plan_certify(
     if section is None:
         return CertifyPlan([], [], 0, 0, 0.0, 0, 0, config.seed)
     jobs = []
-    settings = {d.label: DefenseSetting(d.label, d.name, dict(d.params)) for d in config.defenses}
+    settings = {d.label: d for d in defense_settings(config)}
     for model, label, sigma in itertools.product(models, section.defenses, section.sigma):
         defense = settings.get(label, NO_DEFENSE)
         # The bare model's key has no defence entry: keys from before defences stay valid.
-        behind = {} if defense.name == "none" else {"defense": [defense.name, defense.params]}
+        behind = {} if defense.name == "none" else {"defense": defense.key()}
         key = _digest(
             {
                 **behind,
@@ -307,7 +309,7 @@ def run_certify(
         for job in pending:
             model = provider.provide(job.model)
             if job.defense.name != "none":
-                front = create_defense(job.defense.name, **job.defense.params).to(device)
+                front = build_defense(job.defense, provider).to(device)
                 model = defended(model, front).eval()
             generator = make_generator(derive_seed(plan.seed, KIND, job.sigma), device)
             seen = [0]

@@ -44,6 +44,7 @@ from pydantic import (
 
 from robustlab.data.registry import check_dataset, resolve_dataset_name
 from robustlab.defend import DEFENSES
+from robustlab.defend.denoiser import check_denoiser_params
 from robustlab.degrade import DEGRADATIONS, create_degradation
 from robustlab.errors import ConfigError, RobustlabError
 from robustlab.models import MODELS
@@ -511,14 +512,36 @@ class PieceConfig(_Strict):
 
 
 class DefenseConfig(PieceConfig):
-    """An input defence in front of every model (``none`` for the bare model)."""
+    """An input defence in front of every model (``none`` for the bare model).
+
+    ``denoiser:model=<id>`` puts a denoiser trained by this study in front of every model
+    (the study checks the id; the network exists only once trained).
+    """
 
     @model_validator(mode="after")
     def _known(self) -> DefenseConfig:
         with _as_value_error():
             DEFENSES.check_parameters(self.name, self.params)
-            DEFENSES.create(self.name, **self.params)  # out-of-range values fail here
+            if self.study_denoiser is not None:
+                # Everything but the network, which the study trains before using it.
+                check_denoiser_params(**self.params)
+            else:
+                DEFENSES.create(self.name, **self.params)  # out-of-range values fail here
         return self
+
+    @model_validator(mode="after")
+    def _denoiser_label(self) -> DefenseConfig:
+        # Two denoisers of one study differ by model: say which in the default label.
+        if self.study_denoiser is not None and self.label == self.name:
+            object.__setattr__(self, "label", f"denoiser({self.study_denoiser})")
+        return self
+
+    @property
+    def study_denoiser(self) -> str | None:
+        """The id of the study's denoiser this defence runs (``denoiser:model=<id>``), if any."""
+        if self.name == "denoiser" and self.params.get("model") is not None:
+            return str(self.params["model"])
+        return None
 
 
 class SweptPieceConfig(PieceConfig):
@@ -997,6 +1020,8 @@ class StudyConfig(_Strict):
                 )
                 raise ValueError(f"{kind} labels must be unique; repeated: {sorted(dupes)}; {fix}")
         _check_parents(self.models)
+        for defense in self.defenses:
+            _check_denoiser_defense(defense, self.models)
         if self.certify is not None:
             known = [d.label for d in self.defenses]
             unknown = [d for d in self.certify.defenses if d not in known]
@@ -1284,22 +1309,54 @@ def _check_composite_kinds(m: ModelConfig, models: list[ModelConfig]) -> None:
 def _check_denoised(m: ModelConfig, denoiser: ModelConfig) -> None:
     """A denoised entry's head and output fit its denoiser's network (before any training)."""
     assert m.denoised is not None
-    spec, params = m.denoised, denoiser.params
+    spec = m.denoised
+    _check_denoiser_choice(f"model '{m.name}'", spec.denoiser, denoiser, spec.head, spec.output)
+
+
+def _check_denoiser_defense(defense: DefenseConfig, models: list[ModelConfig]) -> None:
+    """``denoiser:model=<id>`` names one trained denoiser of the study; head and output fit."""
+    ref = defense.study_denoiser
+    if ref is None:
+        return
+    owner = {i: m for m in models for i in m.ids()}
+    where = f"defence '{defense.label}'"
+    if ref not in owner:
+        denoisers = [i for i, m in owner.items() if artefact_kind(m) == "denoiser"]
+        raise ValueError(
+            f"{where}: model '{ref}' is not a model id of this study; give the id of a denoiser "
+            f"entry (<name>-e<epochs>): {', '.join(denoisers) or 'the study has none'}"
+        )
+    entry = owner[ref]
+    if entry.pretrained or artefact_kind(entry) != "denoiser":
+        raise ValueError(
+            f"{where}: model '{ref}' must be {_KIND_HINTS['denoiser']}; it is "
+            f"{'a pretrained model' if entry.pretrained else _KIND_HINTS[artefact_kind(entry)]}"
+        )
+    _check_denoiser_choice(
+        where, ref, entry, defense.params.get("head"), str(defense.params.get("output", "fused"))
+    )
+
+
+def _check_denoiser_choice(
+    where: str, ref: str, denoiser: ModelConfig, head: int | None, output: str
+) -> None:
+    """The chosen head and output exist in the denoiser entry's network."""
+    params = denoiser.params
     advfilter = denoiser.architecture == "huang2021_advfilter"
     heads = int(params.get("heads", 1)) if not advfilter else None
-    if spec.output != "fused" and not advfilter:
+    if output != "fused" and not advfilter:
         raise ValueError(
-            f"model '{m.name}': output {spec.output} picks a decoder of an AdvFilter; denoiser "
-            f"'{spec.denoiser}' is a {denoiser.architecture}"
+            f"{where}: output {output} picks a decoder of an AdvFilter; denoiser "
+            f"'{ref}' is a {denoiser.architecture}"
         )
-    if spec.head is not None and (heads is None or spec.head >= heads):
+    if head is not None and (heads is None or head >= heads):
         raise ValueError(
-            f"model '{m.name}': head {spec.head} does not exist; denoiser '{spec.denoiser}' has "
+            f"{where}: head {head} does not exist; denoiser '{ref}' has "
             + ("no heads" if heads is None else f"{heads} (0..{heads - 1})")
         )
-    if heads is not None and heads > 1 and spec.head is None and params.get("default_head") is None:
+    if heads is not None and heads > 1 and head is None and params.get("default_head") is None:
         raise ValueError(
-            f"model '{m.name}': denoiser '{spec.denoiser}' has {heads} heads and no "
+            f"{where}: denoiser '{ref}' has {heads} heads and no "
             "default_head; choose one with head: <0-based index> (huang2021 evaluates each)"
         )
 

@@ -19,13 +19,13 @@ import torch
 from torch import nn
 
 from robustlab.data.base import Dataset, SplitLike
-from robustlab.defend import create_defense
 from robustlab.degrade import create_degradation
 from robustlab.errors import ModelError
 from robustlab.metrics import psnr, ssim
 from robustlab.models.base import check_logits
 from robustlab.seeding import make_generator
 from robustlab.study.artefacts import ArtefactProvider
+from robustlab.study.defenses import build_defense
 from robustlab.study.plan import Group, Plan
 from robustlab.study.progress import SilentProgress
 from robustlab.study.store import CellRow, ResultsStore
@@ -282,8 +282,7 @@ def execute(
         for group in groups:
             todo = [c for c in group.cells if c.key not in finished]
             defenses = {
-                c.defense.label: create_defense(c.defense.name, **c.defense.params).to(device)
-                for c in todo
+                c.defense.label: build_defense(c.defense, provider).to(device) for c in todo
             }
             setting_key = group.setting.key
             want_examples = options.examples if setting_key not in have_examples else 0

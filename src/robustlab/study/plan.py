@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from robustlab.degrade import create_degradation
-from robustlab.models.external import ExternalSource, factory_code_digest
+from robustlab.models.external import ExternalSource, factory_code_digest, file_digest
+from robustlab.models.store import model_files
 from robustlab.seeding import derive_seed
 from robustlab.study.config import DatasetConfig, ModelConfig, StudyConfig, model_roles
 from robustlab.train.loop import TrainingRecipe
@@ -206,11 +207,60 @@ class Setting:
 
 @dataclass(frozen=True)
 class DefenseSetting:
-    """One input defence."""
+    """One input defence.
+
+    A trained denoiser of the study as a defence (``denoiser:model=<id>``) carries the planned
+    ``artefact`` (trained or taken from the cache before the cells that need it; its recipe
+    joins their keys) and ``trained_for``, the classifier it was trained for. One that loads a
+    file (``denoiser:path=...``) carries the file's content hash in ``digest``.
+    """
 
     label: str
     name: str
     params: dict[str, Any]
+    artefact: PlannedModel | None = None
+    trained_for: str | None = None
+    digest: str | None = None
+
+    def key(self) -> list[Any]:
+        """What the defence's outputs depend on, for cell keys."""
+        key: list[Any] = [self.name, self.params]
+        if self.artefact is not None:
+            key.append(self.artefact.key())
+        if self.digest is not None:
+            key.append(self.digest)
+        return key
+
+    def to_json(self) -> dict[str, Any]:
+        """The defence as stored with the resolved plan (its artefact by id)."""
+        data: dict[str, Any] = {"label": self.label, "name": self.name, "params": self.params}
+        if self.artefact is not None:
+            data["artefact"] = self.artefact.id
+        if self.trained_for is not None:
+            data["trained_for"] = self.trained_for
+        if self.digest is not None:
+            data["digest"] = self.digest
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], known: dict[str, PlannedModel]) -> DefenseSetting:
+        """A stored defence; its artefact is restored when ``known`` holds it."""
+        artefact = data.get("artefact")
+        return cls(
+            data["label"],
+            data["name"],
+            data["params"],
+            artefact=known.get(artefact) if artefact is not None else None,
+            trained_for=data.get("trained_for"),
+            digest=data.get("digest"),
+        )
+
+    @property
+    def description(self) -> str:
+        """The label, with the classifier a trained denoiser was trained for."""
+        if self.trained_for is None:
+            return self.label
+        return f"{self.label} (trained for {self.trained_for})"
 
 
 @dataclass(frozen=True)
@@ -289,7 +339,7 @@ def cells_to_json(
     defense_index = {d.label: i for i, d in enumerate(defenses)}
     return {
         "settings": [vars(s) for s in settings],
-        "defenses": [vars(d) for d in defenses],
+        "defenses": [d.to_json() for d in defenses],
         "cells": [
             [c.key, c.model.id, defense_index[c.defense.label], setting_index[id(c.setting)], tail]
             for c, tail in zip(cells, last, strict=True)
@@ -301,8 +351,8 @@ def cells_from_json(
     data: dict[str, Any], models: list[PlannedModel]
 ) -> tuple[list[DefenseSetting], list[tuple[str, PlannedModel, int, int, Any]]]:
     """The defences and the cell rows ``(key, model, defence index, setting index, last)``."""
-    defenses = [DefenseSetting(**d) for d in data["defenses"]]
     by_id = {m.id: m for m in models}
+    defenses = [DefenseSetting.from_json(d, by_id) for d in data["defenses"]]
     rows = [(key, by_id[model], d, s, last) for key, model, d, s, last in data["cells"]]
     return defenses, rows
 
@@ -440,6 +490,29 @@ def plan_models(config: StudyConfig) -> list[PlannedModel]:
     return ordered
 
 
+def defense_settings(config: StudyConfig) -> list[DefenseSetting]:
+    """The study's defences, a trained denoiser's artefact and a loaded file's hash resolved.
+
+    ``denoiser:model=<id>`` names a denoiser entry of the study (the config has checked it);
+    its planned artefact comes from :func:`plan_models`. ``denoiser:path=<file>`` is keyed on
+    the file's content, so replacing the file recomputes its cells.
+    """
+    needs_models = any(d.name == "denoiser" and "model" in d.params for d in config.defenses)
+    by_id = {m.id: m for m in plan_models(config)} if needs_models else {}
+    settings = []
+    for d in config.defenses:
+        artefact = trained_for = digest = None
+        if d.name == "denoiser" and "model" in d.params:
+            artefact = by_id[str(d.params["model"])]
+            trained_for = next((p.id for _, p in artefact.parents), None)
+        elif d.name == "denoiser" and "path" in d.params:
+            digest = file_digest(model_files(str(d.params["path"]))[0])
+        settings.append(
+            DefenseSetting(d.label, d.name, dict(d.params), artefact, trained_for, digest)
+        )
+    return settings
+
+
 def make_plan(
     config: StudyConfig, data_fingerprint: str, models: list[PlannedModel] | None = None
 ) -> Plan:
@@ -466,7 +539,7 @@ def make_plan(
             random = create_degradation(d.name, **params).random
             value = params.get(swept) if swept else None
             settings.append(Setting(d.label, d.name, params, swept, _severity(value), random))
-    defenses = [DefenseSetting(d.label, d.name, dict(d.params)) for d in config.defenses]
+    defenses = defense_settings(config)
 
     groups: list[Group] = []
     cells: list[Cell] = []
@@ -481,7 +554,7 @@ def make_plan(
                             {
                                 **scope,
                                 "model": model.key(),
-                                "defense": [d.name, d.params],
+                                "defense": d.key(),
                                 "degradation": [setting.name, setting.params],
                                 "trial": trial,
                                 "seed": seed,

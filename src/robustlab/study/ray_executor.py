@@ -45,7 +45,7 @@ from robustlab.study.artefacts import ArtefactProvider, with_ancestors
 from robustlab.study.config import StudyConfig
 from robustlab.study.executor_config import ExecutorConfig
 from robustlab.study.parts.base import PartRun, StudyPart
-from robustlab.study.plan import PlannedModel
+from robustlab.study.plan import PlannedModel, defense_settings
 from robustlab.study.progress import SilentProgress
 from robustlab.study.store import STORE_NAME, ResultsStore
 from robustlab.train.cache import ModelCache
@@ -428,11 +428,14 @@ def run_on_ray(
         train_remote = ray.remote(train_artefact)
         shard_remote = ray.remote(run_shard)
         evaluated = [m for m in models if m.evaluated]
+        # A study's denoiser used as a defence runs in every shard of every model.
+        fronts = [d.artefact for d in defense_settings(config) if d.artefact is not None]
         for part, plan in planned:
             for shard in part.shards(plan):
                 if part.done(shard.plan, store) >= part.size(shard.plan):
                     continue
-                needs = with_ancestors(shard.models if shard.models is not None else evaluated)
+                shard_models = shard.models if shard.models is not None else evaluated
+                needs = with_ancestors([*shard_models, *fronts])
                 deps = [
                     run.training(m, train_remote, training_resources) for m in needs if _trained(m)
                 ]
