@@ -35,13 +35,25 @@ STUDY = {
     "models": [
         {"name": "cnn", "architecture": "lin2022_cnn", "epochs": [1]},
         {"name": "tl", "parent": "cnn-e1", "strategy": "transfer", "epochs": [1]},
+        # A denoiser used only as a defence: no cell names it as a model, every shard needs it.
+        {
+            "name": "den",
+            "architecture": "huang2021_denoiser",
+            "params": {"in_channels": 1, "image_size": 28, "width": 4},
+            "parent": "cnn-e1",
+            "strategy": {
+                "name": "denoise",
+                "params": {"perturbation": {"degradation": "gaussian_noise", "levels": [0.3]}},
+            },
+            "epochs": [1],
+        },
     ],
     "degradations": [
         {"name": "salt_pepper", "grid": {"amount": [0.1, 0.3]}},
         {"name": "gaussian_noise", "grid": {"sigma": [0.2]}},
     ],
     "trials": 2,
-    "defenses": ["none", "median"],
+    "defenses": ["none", "median", "denoiser:model=den-e1"],
     "attacks": [{"name": "fgsm", "grid": {"eps": [0.1]}}],
 }
 
@@ -173,7 +185,7 @@ def test_ray_equals_local_and_trains_each_artefact_once(
     tmp_path: Path, local_run: tuple[Path, list[str]], weights: str
 ) -> None:
     local_csv, local_trained = local_run
-    assert sorted(local_trained) == ["cnn-e1", "tl-e1"]
+    assert sorted(local_trained) == ["cnn-e1", "den-e1", "tl-e1"]
     result = run_study(
         _config(),
         run_dir=tmp_path / "run",
@@ -181,8 +193,9 @@ def test_ray_equals_local_and_trains_each_artefact_once(
         executor=_ray(tmp_path, weights=weights),
     )
     assert result.results_csv.read_text() == local_csv.read_text()
-    assert sorted(result.trained) == ["cnn-e1", "tl-e1"]  # each once, parent before child
-    assert result.trained.index("cnn-e1") < result.trained.index("tl-e1")
+    assert sorted(result.trained) == ["cnn-e1", "den-e1", "tl-e1"]  # each once
+    assert result.trained.index("cnn-e1") < result.trained.index("tl-e1")  # parent first
+    assert result.trained.index("cnn-e1") < result.trained.index("den-e1")
     assert _TOKEN_BEFORE or not _TOKEN.exists()  # the private cluster's token is not saved
     again = run_study(
         _config(),
@@ -219,7 +232,7 @@ def test_killed_worker_loses_nothing_and_the_study_completes(
     killer.join(timeout=5)
     assert killed, "no shard worker was seen running"
     assert result.results_csv.read_text() == local_run[0].read_text()
-    assert (result.cells_run, result.cells_total) == (36, 36)
+    assert (result.cells_run, result.cells_total) == (54, 54)
 
 
 @pytest.mark.slow
@@ -255,5 +268,5 @@ def test_killed_driver_resumes(tmp_path: Path, local_run: tuple[Path, list[str]]
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert (run_dir / "results.csv").read_text() == local_run[0].read_text()
     store = ResultsStore(store_path)
-    assert len(store.finished_keys()) == 36
+    assert len(store.finished_keys()) == 54
     store.close()
