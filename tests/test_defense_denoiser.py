@@ -132,6 +132,14 @@ def test_a_studys_denoiser_defends_every_model_as_its_denoised_composite_does(
     store.close()
     again = run_study(parse_config(_study(tmp_path, "denoiser:model=nf-e1")))
     assert again.cells_run == 0 and again.trained == []
+    # The composite dropped from the study leaves its report, though the store still knows it.
+    assert "Classifiers behind a denoiser" in again.report_md.read_text()
+    without = _study(tmp_path, "denoiser:model=nf-e1")
+    without["models"] = without["models"][:2]
+    assert (
+        "Classifiers behind a denoiser"
+        not in run_study(parse_config(without)).report_md.read_text()
+    )
 
     # The same network loaded from its file (a path from models.json) gives the same cells.
     path = json.loads((result.run_dir / "models.json").read_text())["nf-e1"]["path"]

@@ -175,7 +175,8 @@ def report_blocks(store: ResultsStore) -> tuple[list[Block], str]:
             _model_rows(models, store.models()),
         ),
     ]
-    blocks += composite_blocks(store.models())
+    planned_ids = {m.id for m in models}  # a store may keep models an earlier plan had
+    blocks += composite_blocks({k: v for k, v in store.models().items() if k in planned_ids})
     trained_fronts = _trained_defenses(stored)
     if trained_fronts:
         blocks.append(Bullets(trained_fronts))
