@@ -255,13 +255,6 @@ class DefenseSetting:
             digest=data.get("digest"),
         )
 
-    @property
-    def description(self) -> str:
-        """The label, with the classifier a trained denoiser was trained for."""
-        if self.trained_for is None:
-            return self.label
-        return f"{self.label} (trained for {self.trained_for})"
-
 
 @dataclass(frozen=True)
 class Cell:
@@ -497,13 +490,13 @@ def defense_settings(config: StudyConfig) -> list[DefenseSetting]:
     its planned artefact comes from :func:`plan_models`. ``denoiser:path=<file>`` is keyed on
     the file's content, so replacing the file recomputes its cells.
     """
-    needs_models = any(d.name == "denoiser" and "model" in d.params for d in config.defenses)
+    needs_models = any(d.study_denoiser is not None for d in config.defenses)
     by_id = {m.id: m for m in plan_models(config)} if needs_models else {}
     settings = []
     for d in config.defenses:
         artefact = trained_for = digest = None
-        if d.name == "denoiser" and "model" in d.params:
-            artefact = by_id[str(d.params["model"])]
+        if d.study_denoiser is not None:
+            artefact = by_id[d.study_denoiser]
             trained_for = next((p.id for _, p in artefact.parents), None)
         elif d.name == "denoiser" and "path" in d.params:
             digest = file_digest(model_files(str(d.params["path"]))[0])
