@@ -193,6 +193,9 @@ def test_ray_equals_local_and_trains_each_artefact_once(
         executor=_ray(tmp_path, weights=weights),
     )
     assert result.results_csv.read_text() == local_csv.read_text()
+    import ray
+
+    assert not ray.is_initialized()  # the background shut-down was waited for
     assert sorted(result.trained) == ["cnn-e1", "den-e1", "tl-e1"]  # each once
     assert result.trained.index("cnn-e1") < result.trained.index("tl-e1")  # parent first
     assert result.trained.index("cnn-e1") < result.trained.index("den-e1")

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-
-from scipy import stats
+from statistics import NormalDist
 
 #: Grid steps tried by :func:`radius_grid`, finest first.
 STEPS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
@@ -44,7 +43,7 @@ def largest_radius(sigma: float, n: int, alpha: float) -> float:
         3.811
     """
     bound = alpha ** (1.0 / n)
-    return float(sigma * stats.norm.ppf(bound)) if bound > 0.5 else 0.0
+    return sigma * NormalDist().inv_cdf(bound) if bound > 0.5 else 0.0
 
 
 def radius_grid(largest: float, points: int = 10) -> list[float]:

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import scipy.io
 import torch
 
 from robustlab.data.base import Dataset, Split, count_note
@@ -167,6 +166,8 @@ def _load(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"SVHN file not found: {path}")
     try:
+        import scipy.io  # here: SciPy's I/O takes 0.25 s to import
+
         return dict(scipy.io.loadmat(path, variable_names=["X", "y"]))
     except NotImplementedError as err:  # scipy's message for HDF5-based v7.3 files
         raise DataError(

@@ -34,10 +34,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from robustlab.attack.base import ATTACKS
@@ -52,6 +48,7 @@ from robustlab.attack.sanity import (
     zero_gradients,
 )
 from robustlab.report.document import Block, Bullets, Figure, Heading, Paragraph, Table
+from robustlab.report.plots import pyplot
 from robustlab.study.attack_executor import (
     PROTOCOLS,
     AttackCell,
@@ -553,6 +550,7 @@ def _minimum_norm_blocks(
     plan: AttackPlan, rows: dict[str, CellRow], store: ResultsStore, models: list[PlannedModel]
 ) -> list[Block]:
     """Minimum-norm attacks without a budget: the robust-accuracy curve over every eps."""
+    plt = pyplot()
     cells = [c for c in plan.cells if c.setting.unbounded and c.key in rows]
     if not cells:
         return []
@@ -657,6 +655,7 @@ def _ensemble_notes(plan: AttackPlan, rows: dict[str, CellRow]) -> list[str]:
 def _curves(
     plan: AttackPlan, rows: dict[str, CellRow], store: ResultsStore, model: PlannedModel
 ) -> bytes | None:
+    plt = pyplot()
     attacks = list(dict.fromkeys(s.label for s in plan.settings if not s.unbounded))
     defenses = [d.label for d in plan.defenses]
     if not attacks or not defenses:

@@ -17,16 +17,12 @@ Example:
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from robustlab.certify import Certificate
 from robustlab.certify.radii import representative_radius
 from robustlab.report.document import Block, Bullets, Figure, Heading, Paragraph, Table
-from robustlab.report.plots import _png
+from robustlab.report.plots import _png, pyplot
 from robustlab.study.certify_runner import (
     CSV_NAME,
     CertifyJob,
@@ -61,6 +57,7 @@ def curve_figure(
             the legend unless it is ``none``.
         largest: ``sigma -> the largest radius its sampling can certify`` (dotted lines).
     """
+    plt = pyplot()
     top = max([*largest.values(), *(float(c.radius.max(initial=0.0)) for c, _ in curves.values())])
     radii = np.linspace(0.0, max(top, 1e-6) * 1.05, 400)
     fig, ax = plt.subplots(figsize=(6.0, 3.8))

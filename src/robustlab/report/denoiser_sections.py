@@ -21,14 +21,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from robustlab.report.document import Block, Figure, Heading, Paragraph, Table
-from robustlab.report.plots import _png, montage_figure
+from robustlab.report.plots import _png, montage_figure, pyplot
 from robustlab.study.plan import PlannedModel
 from robustlab.study.store import CellRow, ResultsStore
 
@@ -136,6 +132,7 @@ def kernel_figure(
     ``kernels`` is ``(rows, pixels, C, K, K)`` (e.g. the smallest and the largest strength);
     the first channel is drawn.
     """
+    plt = pyplot()
     n_rows, n_cols = len(rows), len(pixels) + 1
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.9 * n_cols, 2.0 * n_rows), squeeze=False)
     shown = image[0] if image.shape[0] == 1 else np.moveaxis(image, 0, -1)

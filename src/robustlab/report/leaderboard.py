@@ -26,13 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 from robustlab.report.document import Block, Figure, Heading, Paragraph, Table
-from robustlab.report.plots import _png
+from robustlab.report.plots import _png, pyplot
 from robustlab.study.plan import PlannedModel
 from robustlab.study.store import CellRow, ResultsStore
 
@@ -232,6 +227,7 @@ def _pct(value: float | None) -> str:
 
 
 def _pareto_figure(entries: list[Entry], front: list[Entry]) -> bytes:
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.6))
     on_front = {id(e) for e in front}
     scored = [e for e in entries if e.clean is not None and e.worst is not None]

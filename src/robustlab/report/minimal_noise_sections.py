@@ -19,15 +19,11 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
 from robustlab.attack.minimal_noise import MinimalNoiseResult
 from robustlab.report.document import Block, Bullets, Figure, Heading, Paragraph, Table
-from robustlab.report.plots import _png
+from robustlab.report.plots import _png, pyplot
 from robustlab.study.config import StudyConfig
 from robustlab.study.minimal_noise_runner import MinimalNoiseJob, finished_jobs, load_job
 from robustlab.study.plan import PlannedModel
@@ -106,6 +102,7 @@ def example_figure(
 
     Shows the first ``count`` images that every method flipped (aghdam2016 Figures 1-2).
     """
+    plt = pyplot()
     chosen = None
     for result in results.values():
         won = result.attacked & result.success
@@ -162,6 +159,7 @@ def psnr_by_class_figure(
         series: ``method -> (PSNR values, their true classes)``.
         classes: the class names (the x axis).
     """
+    plt = pyplot()
     methods = list(series)
     width = 0.8 / max(len(methods), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(classes) * len(methods)), 3.4))

@@ -11,20 +11,39 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.figure import Figure
 
 from robustlab.report.summary import Stat, StatKey
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 LINESTYLES = ["-", "--", ":", "-."]
 
 
+def pyplot() -> ModuleType:
+    """``matplotlib.pyplot`` on the Agg backend, imported on first use.
+
+    Matplotlib takes about 0.4 s to import; a module that only *may* draw (a study part in a
+    Ray worker, the command line's ``--help``) must not pay for it.
+
+    Example:
+        >>> pyplot().get_backend().lower()
+        'agg'
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _png(fig: Figure) -> bytes:
+    plt = pyplot()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -49,6 +68,7 @@ def accuracy_curves(
         defenses: defence labels (colour).
         degradations: ``(label, swept parameter, severities)`` per panel.
     """
+    plt = pyplot()
     panels = max(len(degradations), 1)
     cols = min(panels, 4)
     rows = -(-panels // cols)
@@ -110,6 +130,7 @@ def montage_figure(
     rows: Sequence[tuple[str, Sequence[np.ndarray | None]]], columns: Sequence[str]
 ) -> bytes:
     """A grid of image strips: one row per setting, one column per stage (input, defences)."""
+    plt = pyplot()
     n_rows, n_cols = len(rows), len(columns)
     fig, axes = plt.subplots(
         n_rows, n_cols, figsize=(3.3 * n_cols, 0.62 * n_rows + 0.4), squeeze=False
@@ -149,6 +170,7 @@ def score_scatter(
     Large classes are thinned to ``max_points_per_class`` points (evenly, deterministically),
     keeping every misclassified sample so that failures are never hidden.
     """
+    plt = pyplot()
     n = len(classes)
     cols = min(n, 5)
     rows = -(-n // cols)
@@ -185,6 +207,7 @@ def training_level_figure(
         axis: the swept training parameter's name (x label).
         title: the panel title.
     """
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     colours = plt.get_cmap("tab10")
     for i, (name, xs, ys, reference) in enumerate(series):

@@ -31,6 +31,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from robustlab.data.base import Dataset
-from robustlab.device import limit_threads, resolve_device
+from robustlab.device import limit_threads, resolve_device, tune_cpu_allocator
 from robustlab.errors import ConfigError, RobustlabError
 from robustlab.study.artefacts import ArtefactProvider, with_ancestors
 from robustlab.study.config import StudyConfig
@@ -48,6 +49,7 @@ from robustlab.study.parts.base import PartRun, StudyPart
 from robustlab.study.plan import PlannedModel, defense_settings
 from robustlab.study.progress import SilentProgress
 from robustlab.study.store import STORE_NAME, ResultsStore
+from robustlab.study.study_data import data_fingerprint, prepare_dataset
 from robustlab.train.cache import ModelCache
 
 RAY_MISSING = (
@@ -87,18 +89,38 @@ def _refresh_ray_config() -> None:
     Config.initialize("")
 
 
+_shutting_down: list[threading.Thread] = []  # private clusters still being shut down
+
+
+def wait_for_ray_shutdown() -> None:
+    """Wait until every private cluster handed to a background shutdown has stopped.
+
+    :func:`run_on_ray` lets its private cluster shut down (about 1.4 s here, mostly waiting for
+    Ray's processes to exit) while the driver writes the results table and the report; the
+    runner calls this when those are written, and :func:`ray_cluster` before it starts Ray again.
+
+    Example:
+        >>> wait_for_ray_shutdown()  # nothing pending: returns at once
+    """
+    while _shutting_down:
+        _shutting_down.pop().join()
+
+
 @contextmanager
-def ray_cluster(options: ExecutorConfig) -> Iterator[Any]:
+def ray_cluster(options: ExecutorConfig, *, shutdown_in_background: bool = False) -> Iterator[Any]:
     """Connect to Ray for the ``with`` block and yield the ``ray`` module.
 
     ``address: local`` starts a private cluster (loopback only, no dashboard, a temporary
     directory of ours) and shuts down just that cluster afterwards; a given address is attached
     to and left running. A Ray session this process already holds (a notebook) is used as is.
+    With ``shutdown_in_background`` the disconnection (and a private cluster's shut-down) runs
+    in a thread after the block; :func:`wait_for_ray_shutdown` waits for it.
     """
     try:
         import ray
     except ImportError as err:
         raise ConfigError(RAY_MISSING) from err
+    wait_for_ray_shutdown()
     if ray.is_initialized():
         yield ray
         return
@@ -113,33 +135,8 @@ def ray_cluster(options: ExecutorConfig) -> Iterator[Any]:
     os.environ.update(env)
     _refresh_ray_config()
     temp_dir = tempfile.mkdtemp(prefix="rl-ray-") if options.address == "local" else None
-    try:
-        try:
-            if options.address == "local":
-                ray.init(
-                    address="local",
-                    num_cpus=options.cpus,
-                    include_dashboard=False,
-                    _node_ip_address="127.0.0.1",
-                    _temp_dir=temp_dir,
-                    log_to_driver=False,
-                    configure_logging=False,
-                )
-            else:
-                ray.init(address=options.address, log_to_driver=False, configure_logging=False)
-        except ConnectionError as err:
-            raise ConfigError(
-                f"cannot reach the Ray cluster at {options.address} ({err}); start it with "
-                "`ray start --head` on its head node, or use --address local"
-            ) from err
-        finally:
-            if not ray.is_initialized():  # a failed start may leave processes behind
-                ray.shutdown()
-        try:
-            yield ray
-        finally:
-            ray.shutdown()
-    finally:
+
+    def restore() -> None:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -148,6 +145,46 @@ def ray_cluster(options: ExecutorConfig) -> Iterator[Any]:
         _refresh_ray_config()
         if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+    def stop() -> None:
+        try:
+            ray.shutdown()
+        finally:
+            restore()
+
+    try:
+        if options.address == "local":
+            ray.init(
+                address="local",
+                num_cpus=options.cpus,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                _temp_dir=temp_dir,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        else:
+            ray.init(address=options.address, log_to_driver=False, configure_logging=False)
+    except ConnectionError as err:
+        stop()
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {options.address} ({err}); start it with "
+            "`ray start --head` on its head node, or use --address local"
+        ) from err
+    except BaseException:
+        stop()  # a failed start may leave processes behind
+        raise
+    try:
+        yield ray
+    except BaseException:
+        stop()
+        raise
+    if shutdown_in_background:
+        thread = threading.Thread(target=stop, name="robustlab-ray-shutdown")
+        thread.start()
+        _shutting_down.append(thread)
+    else:
+        stop()
 
 
 @dataclass(frozen=True)
@@ -219,8 +256,11 @@ _KEEP_STATES = 2  # studies whose data and models a worker keeps loaded
 
 def _worker_state(setup: WorkerSetup, store: ResultsStore) -> _WorkerState:
     """The dataset and model provider of this worker process, built once per study setup."""
-    from robustlab.study.runner import data_fingerprint, prepare_dataset
-
+    if not _WORKERS:
+        # A Ray worker process runs only this job's tasks, so it takes the allocator setting
+        # the command line takes: without it every batch's activations are fresh mmap pages,
+        # and the quickstart's cells took 1.5x as long on a worker as in `robustlab run`.
+        tune_cpu_allocator()
     limit_threads(setup.cpus)
     key = setup.memo_key()
     state = _WORKERS.get(key)
@@ -421,7 +461,7 @@ def run_on_ray(
     )
     ran = {part.name: 0 for part, _ in planned}
     totals = {part.name: part.size(plan) for part, plan in planned}
-    with ray_cluster(options) as ray:
+    with ray_cluster(options, shutdown_in_background=True) as ray:
         run = RayRun(ray, setup, options, store, provider, progress)
         run.setup_ref = ray.put(setup)
         resources, training_resources = run.resources(), run.resources(training=True)

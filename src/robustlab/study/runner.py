@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,13 +25,11 @@ from pydantic import ValidationError
 from robustlab import __version__
 from robustlab.atomic import write_text_atomic
 from robustlab.data.base import Dataset
-from robustlab.data.datasets import load_dataset
 from robustlab.device import resolve_device, threads_limited
 from robustlab.errors import ConfigError
 from robustlab.locks import exclusive
 from robustlab.paths import CACHE_ENV
 from robustlab.report.build import PLAN_META, build_report, encode_plan
-from robustlab.seeding import derive_seed
 from robustlab.study.artefacts import ArtefactProvider, artefact_graph
 from robustlab.study.config import StudyConfig, load_config, load_configs, parse_config
 from robustlab.study.dry_run import check_pieces_on_images
@@ -43,6 +41,7 @@ from robustlab.study.plan import PlannedModel, plan_models
 from robustlab.study.progress import RichProgress, SilentProgress
 from robustlab.study.run_dir import check_run_dir, check_writable_folder
 from robustlab.study.store import STORE_NAME, ResultsStore
+from robustlab.study.study_data import data_fingerprint, prepare_dataset
 from robustlab.train.cache import ModelCache
 
 RUN_LOCK = ".robustlab.lock"  # held by the one run writing a run directory
@@ -119,29 +118,6 @@ def as_study_config(
         f"a study is a StudyConfig, a dict, a path to a YAML file or a built-in name, got "
         f"{type(config).__name__}"
     )
-
-
-def prepare_dataset(config: StudyConfig, data_dir: str | os.PathLike[str] | None) -> Dataset:
-    """Load the study's dataset with its parameters and apply its train / test limits.
-
-    Streamed splits (:class:`~robustlab.data.streaming.StreamingSplit`) stay streamed: a limit
-    keeps the first files, nothing is decoded here.
-    """
-    dataset = load_dataset(
-        config.dataset.name,
-        data_dir=str(data_dir) if data_dir else None,
-        **config.dataset.params,
-    )
-    return replace(
-        dataset,
-        train=dataset.train.subset(config.dataset.train_limit),
-        test=dataset.test.subset(config.dataset.test_limit),
-    )
-
-
-def data_fingerprint(dataset: Dataset) -> str:
-    """One fingerprint for the exact train and test data of a run."""
-    return str(derive_seed(dataset.train.fingerprint(), dataset.test.fingerprint()))
 
 
 def write_results_csv(rows: Iterable[dict[str, Any]], path: Path) -> int:
@@ -304,6 +280,10 @@ def _run_locked(
         report_md, report_html = build_report(target)
     finally:
         store.close()
+        if options.name == "ray":
+            from robustlab.study.ray_executor import wait_for_ray_shutdown
+
+            wait_for_ray_shutdown()  # the cluster stopped while the report was written
     cells = [v for p, v in ran.items() if p != "minimal_noise"]
     searches = ran.get("minimal_noise", (0, 0))
     return RunResult(

@@ -31,16 +31,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from robustlab.data.base import Dataset
 from robustlab.report.document import Block
-from robustlab.report.leaderboard import LeaderboardScores
 from robustlab.study.artefacts import ArtefactProvider
 from robustlab.study.config import StudyConfig
 from robustlab.study.plan import PlannedModel
 from robustlab.study.progress import SilentProgress
 from robustlab.study.store import ResultsStore
+
+if TYPE_CHECKING:  # the leaderboard module loads matplotlib, which a Ray worker does not need
+    from robustlab.report.leaderboard import LeaderboardScores
 
 P = TypeVar("P")
 
