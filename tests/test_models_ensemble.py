@@ -71,6 +71,17 @@ def test_vote_is_the_majority_and_ties_go_to_the_most_probable_class() -> None:
     assert float(shares[0]) == pytest.approx(0.6, abs=VOTE_TIE_BREAK)
 
 
+def test_vote_breaks_a_tie_between_nearly_equally_probable_classes() -> None:
+    # Two votes each for classes 0 and 1; class 1's mean probability is higher by about 1e-6,
+    # which 1e-3 * p would add below float32's resolution of the log of a vote share.
+    members = [_Fixed([1.0, 0.0, 0.0])] * 2 + [_Fixed([0.0, 1.00001, 0.0])] * 2
+    x = torch.rand(2, 1, 4, 4)
+    with torch.no_grad():
+        mean = torch.stack([m(x).softmax(dim=1) for m in members]).mean(dim=0)
+        assert float(mean[0, 1]) > float(mean[0, 0])
+        assert Ensemble(members, combine="vote")(x).argmax(dim=1).tolist() == [1, 1]
+
+
 def test_vote_against_an_independent_majority_on_random_members() -> None:
     members = _members(k=7, classes=5, seed=3)
     x = torch.rand(64, 1, 4, 4, generator=torch.Generator().manual_seed(1))

@@ -17,9 +17,12 @@
   dominated by the members already most confident in the wrong class, which have no vote
   left to give.
 
-The output of ``vote`` is ``log(votes / K + VOTE_TIE_BREAK * p)`` with ``p`` the mean
-probability: vote shares differ by at least ``1 / K``, far more than the tie-break term, so
-its ``argmax`` is always the majority and among tied classes the most probable.
+The output of ``vote`` is ``log(votes / K + VOTE_TIE_BREAK * r / C)`` with ``r`` the rank
+(1 to ``C``) of each class's mean probability among the ``C`` classes: vote shares differ by at
+least ``1 / K``, far more than the tie-break term, so its ``argmax`` is always the majority and
+among tied classes the most probable. The rank, not the probability itself, breaks the tie:
+two tied classes whose mean probabilities differ by 1e-5 would differ by less than float32
+resolves after the log.
 
 Members must return logits over the same classes; they are kept as given (in their own mode):
 an ensemble of models in eval mode is deterministic, and a random member makes the ensemble
@@ -48,11 +51,8 @@ from robustlab.errors import InvalidParameterError, ModelError
 
 #: The ways members' outputs are combined.
 COMBINATIONS = ("probability", "logit", "vote")
-#: Weight of the mean probability that breaks ties between classes with equal votes.
+#: Largest weight of the mean-probability rank that breaks ties between classes with equal votes.
 VOTE_TIE_BREAK = 1e-3
-# Smallest probability kept before the log of a vote share (a class with no vote and an
-# underflowed probability would otherwise give -inf).
-_FLOOR = 1e-30
 
 
 def check_combine(combine: str) -> str:
@@ -136,7 +136,9 @@ class Ensemble(nn.Module):
             1, decisions.t(), torch.ones_like(decisions.t(), dtype=log_mean.dtype)
         )
         with torch.no_grad():
-            hard = (votes / k + VOTE_TIE_BREAK * log_mean.exp()).clamp_min(_FLOOR).log()
+            classes = log_mean.shape[1]
+            rank = log_mean.argsort(dim=1).argsort(dim=1).to(log_mean.dtype) + 1
+            hard = (votes / k + VOTE_TIE_BREAK * rank / classes).log()
         # Value of the vote, gradient of the members' mean log-probability: every member
         # pulls with the same weight, as every member has one vote.
         surrogate = logits.log_softmax(dim=-1).mean(dim=0)
