@@ -79,40 +79,40 @@ def load_model(
     return served.model.eval(), x[offset:], y[offset:], eps
 
 
-def ours(attack: PGD | APGD | AutoAttack) -> Run:
+def ours(attack: PGD | APGD | AutoAttack, seed: int = 0) -> Run:
     def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return attack(model, x, y, make_generator(0))
+        return attack(model, x, y, make_generator(seed))
 
     return run
 
 
-def peers(eps: float, classes: int) -> dict[str, dict[str, Run]]:
+def peers(eps: float, classes: int, seed: int = 0) -> dict[str, dict[str, Run]]:
     found: dict[str, dict[str, Run]] = {"apgd-ce": {}, "autoattack": {}, "autoattack-10": {}}
     try:
         import torchattacks
 
         def ta_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             attack = torchattacks.APGD(model, norm="Linf", eps=eps, steps=100, n_restarts=1,
-                                       loss="ce", seed=0)  # fmt: skip
+                                       loss="ce", seed=seed)  # fmt: skip
             return attack(x, y)  # type: ignore[no-any-return]
 
         def ta_auto(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             # As shipped: APGD, APGD-T and FAB with torchattacks' default of 10 steps.
             attack = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard",
-                                             n_classes=classes, seed=0)  # fmt: skip
+                                             n_classes=classes, seed=seed)  # fmt: skip
             return attack(x, y)  # type: ignore[no-any-return]
 
         def ta_standard(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             # The same components with the reference's standard settings.
             attack = torchattacks.MultiAttack([
                 torchattacks.APGD(model, norm="Linf", eps=eps, steps=100, n_restarts=1,
-                                  loss="ce", seed=0),
+                                  loss="ce", seed=seed),
                 torchattacks.APGDT(model, norm="Linf", eps=eps, steps=100, n_restarts=1,
-                                   n_classes=classes, seed=0),
+                                   n_classes=classes, seed=seed),
                 torchattacks.FAB(model, norm="Linf", eps=eps, steps=100, n_restarts=1,
-                                 multi_targeted=True, n_classes=classes, seed=0),
+                                 multi_targeted=True, n_classes=classes, seed=seed),
                 torchattacks.Square(model, norm="Linf", eps=eps, n_queries=5000, n_restarts=1,
-                                    resc_schedule=False, seed=0),
+                                    resc_schedule=False, seed=seed),
             ])  # fmt: skip
             return attack(x, y)  # type: ignore[no-any-return]
 
@@ -127,12 +127,12 @@ def peers(eps: float, classes: int) -> dict[str, dict[str, Run]]:
 
         def ref_apgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             attack = APGDAttack(model, n_iter=100, norm="Linf", n_restarts=1, eps=eps,
-                                loss="ce", seed=0, device=x.device)  # fmt: skip
+                                loss="ce", seed=seed, device=x.device)  # fmt: skip
             return attack.perturb(x, y)  # type: ignore[no-any-return]
 
         def ref_auto(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             attack = ReferenceAutoAttack(model, norm="Linf", eps=eps, version="standard",
-                                         device=x.device, verbose=False, seed=0)  # fmt: skip
+                                         device=x.device, verbose=False, seed=seed)  # fmt: skip
             return attack.run_standard_evaluation(x, y, bs=len(x))  # type: ignore[no-any-return]
 
         found["apgd-ce"]["reference"] = ref_apgd
@@ -146,8 +146,28 @@ def peers(eps: float, classes: int) -> dict[str, dict[str, Run]]:
     return found
 
 
-def measure(run: Run, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    torch.manual_seed(0)
+def attack_table(eps: float, classes: int, seed: int) -> list[tuple[str, str, Run]]:
+    """Every (attack row, implementation, run) at ``eps`` with ``seed``."""
+    mine: list[tuple[str, str, Run]] = [
+        ("pgd-40x10", "robustlab", ours(PGD(eps=eps, steps=40, restarts=10), seed)),
+        ("apgd-ce", "robustlab", ours(APGD(eps=eps, steps=100), seed)),
+        ("autoattack", "robustlab", ours(AutoAttack(eps=eps, version="standard"), seed)),
+        ("autoattack", "robustlab-plus", ours(AutoAttack(eps=eps, version="plus"), seed)),
+        (
+            "autoattack-10",
+            "robustlab",
+            ours(AutoAttack(eps=eps, version="standard", steps=10), seed),
+        ),
+    ]
+    for attack, implementations in peers(eps, classes, seed).items():
+        mine += [(attack, peer, run) for peer, run in implementations.items()]
+    return mine
+
+
+def measure(
+    run: Run, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 0
+) -> tuple[float, float]:
+    torch.manual_seed(seed)
     began = time.perf_counter()
     adversarial = run(model, x, y)
     seconds = time.perf_counter() - began
@@ -157,15 +177,21 @@ def measure(run: Run, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tup
 
 
 def measure_interleaved(
-    runs: list[tuple[str, Run]], model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int
+    runs: list[tuple[str, Run]],
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    repeats: int,
+    seed: int = 0,
+    warm_up: bool = True,
 ) -> dict[str, tuple[float, float]]:
     """``implementation -> (robust accuracy of the first repeat, fastest seconds)``."""
-    for _, run in runs:  # warm-up on a few images
+    for _, run in runs if warm_up else []:  # warm-up on a few images
         run(model, x[:8], y[:8])
     out: dict[str, tuple[float, float]] = {}
     for _ in range(repeats):
         for name, run in runs:
-            accuracy, seconds = measure(run, model, x, y)
+            accuracy, seconds = measure(run, model, x, y, seed)
             first, best = out.get(name, (accuracy, seconds))
             out[name] = (first, min(best, seconds))
     return out
@@ -181,6 +207,12 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of APGD and PGD")
     parser.add_argument("--autoattack-repeats", type=int, default=1)
+    parser.add_argument(
+        "--seeds",
+        default="0",
+        help="AutoAttack seeds, comma-separated: each implementation runs once per seed, and "
+        "the gaps are compared on the mean (Square is random: one seed moves it by points)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
     parser.add_argument(
@@ -205,40 +237,62 @@ def main() -> None:
             clean = float((model(x).argmax(dim=1) == y).float().mean())
         classes = int(model(x[:1]).shape[1])
         rows: dict[str, dict[str, float]] = {}
-        table: list[tuple[str, str, Run]] = [
-            ("pgd-40x10", "robustlab", ours(PGD(eps=eps, steps=40, restarts=10))),
-            ("apgd-ce", "robustlab", ours(APGD(eps=eps, steps=100))),
-            ("autoattack", "robustlab", ours(AutoAttack(eps=eps, version="standard"))),
-            ("autoattack", "robustlab-plus", ours(AutoAttack(eps=eps, version="plus"))),
-            ("autoattack-10", "robustlab", ours(AutoAttack(eps=eps, version="standard", steps=10))),
-        ]
-        for attack, implementations in peers(eps, classes).items():
-            table += [(attack, peer, run) for peer, run in implementations.items()]
+        seeds = [int(seed) for seed in args.seeds.split(",")]
+
         print(
             f"\n{name}: L-inf eps {eps}, test images {args.offset}-{args.offset + len(x) - 1}, "
             f"clean accuracy {clean:.3f}"
         )
-        print(f"{'attack':<15}{'implementation':<16}{'robust acc':>11}{'seconds':>10}{'ratio':>8}")
+        print(f"{'attack':<15}{'implementation':<20}{'robust acc':>11}{'seconds':>10}{'ratio':>8}")
         for attack in args.attacks.split(","):
-            runs = [
-                (impl, run)
-                for name, impl, run in table
-                if name == attack
-                and (args.implementations is None or impl in args.implementations.split(","))
-            ]
-            if not runs:
-                continue
-            repeats = args.autoattack_repeats if attack.startswith("autoattack") else args.repeats
-            for implementation, (accuracy, seconds) in measure_interleaved(
-                runs, model, x, y, repeats
-            ).items():
-                rows[f"{attack}/{implementation}"] = {"accuracy": accuracy, "seconds": seconds}
-                base = rows.get(f"{attack}/robustlab", {"seconds": seconds})["seconds"]
-                print(
-                    f"{attack:<15}{implementation:<16}{100 * accuracy:>10.1f}%{seconds:>10.1f}"
-                    f"{seconds / base:>7.2f}x",
-                    flush=True,
+            automatic = attack.startswith("autoattack")
+            for seed in seeds if automatic else seeds[:1]:
+                runs = [
+                    (impl, run)
+                    for row, impl, run in attack_table(eps, classes, seed)
+                    if row == attack
+                    and (args.implementations is None or impl in args.implementations.split(","))
+                ]
+                if not runs:
+                    continue
+                repeats = args.autoattack_repeats if automatic else args.repeats
+                measured = measure_interleaved(
+                    runs, model, x, y, repeats, seed, warm_up=seed == seeds[0]
                 )
+                for implementation, (accuracy, seconds) in measured.items():
+                    label = (
+                        f"{implementation} s{seed}"
+                        if len(seeds) > 1 and automatic
+                        else implementation
+                    )
+                    rows[f"{attack}/{label}"] = {"accuracy": accuracy, "seconds": seconds}
+                    base = rows.get(
+                        f"{attack}/{label.replace(implementation, 'robustlab')}",
+                        {"seconds": seconds},
+                    )["seconds"]
+                    print(
+                        f"{attack:<15}{label:<20}{100 * accuracy:>10.1f}%{seconds:>10.1f}"
+                        f"{seconds / base:>7.2f}x",
+                        flush=True,
+                    )
+            if automatic and len(seeds) > 1:
+                for implementation in {
+                    k.split("/")[1].split(" ")[0] for k in rows if k.startswith(f"{attack}/")
+                }:
+                    found = [rows[f"{attack}/{implementation} s{seed}"] for seed in seeds
+                             if f"{attack}/{implementation} s{seed}" in rows]  # fmt: skip
+                    if len(found) == len(seeds):
+                        rows[f"{attack}/{implementation}"] = {
+                            "accuracy": sum(r["accuracy"] for r in found) / len(found),
+                            "seconds": sum(r["seconds"] for r in found) / len(found),
+                        }
+                        accuracies = ", ".join(f"{100 * r['accuracy']:.1f}" for r in found)
+                        print(
+                            f"{attack:<15}{implementation + ' mean':<20}"
+                            f"{100 * rows[f'{attack}/{implementation}']['accuracy']:>10.2f}%"
+                            f"{rows[f'{attack}/{implementation}']['seconds']:>10.1f}   "
+                            f"(seeds {args.seeds}: {accuracies})"
+                        )
         if "autoattack/robustlab" in rows and "pgd-40x10/robustlab" in rows:
             auto = rows["autoattack/robustlab"]["accuracy"]
             pgd = rows["pgd-40x10/robustlab"]["accuracy"]
@@ -252,7 +306,7 @@ def main() -> None:
                 if other is not None and f"autoattack/{mine}" in rows:
                     gap = 100 * (rows[f"autoattack/{mine}"]["accuracy"] - other["accuracy"])
                     print(
-                        f"autoattack {mine} vs {peer}: {gap:+.1f} points "
+                        f"autoattack {mine} vs {peer}: {gap:+.2f} points "
                         f"(within 1 point: {abs(gap) <= 1})"
                     )
         results[name] = rows
