@@ -8,7 +8,8 @@ MNIST sample) four ways, each in a fresh Python process with an empty run direct
 - Ray on a private cluster of ``--cpus`` CPUs, cold and warm the same way.
 
 Ray's overhead is then split into its parts, all measured in this run: the start-up (a private
-cluster started, one trivial task, shut down; timed alone), the overhead per cell (warm Ray
+cluster started, one task importing what a shard's worker imports, shut down; timed alone after
+the driver's own imports, and printed in those three parts), the overhead per cell (warm Ray
 minus warm local minus the start-up, per shard task) and the overhead per training (the
 difference of the cold-minus-warm times, per training). The results of the four runs are
 compared: ``results.csv`` must be identical (``--cpus-per-training`` equal to ``--cpus`` makes
@@ -57,13 +58,25 @@ _RUN = textwrap.dedent(
 _STARTUP = textwrap.dedent(
     """
     import json, sys, time
-    began = time.perf_counter()
     from robustlab.study.executor_config import ExecutorConfig
     from robustlab.study.ray_executor import ray_cluster
 
+    # The driver's own imports are outside the timing: the study runs time run_study alone.
+    began = time.perf_counter()
     with ray_cluster(ExecutorConfig(name="ray", cpus=int(sys.argv[1]))) as ray:
-        ray.get(ray.remote(lambda: 1).remote())
-    print(json.dumps({"seconds": time.perf_counter() - began}))
+        started = time.perf_counter()
+
+        @ray.remote(num_cpus=1)
+        def first_task():
+            import robustlab.study.ray_executor  # what a shard's worker imports first
+
+        ray.get(first_task.remote())
+        first = time.perf_counter()
+    ended = time.perf_counter()
+    print(json.dumps({
+        "seconds": ended - began, "init": started - began, "first_task": first - started,
+        "shutdown": ended - first,
+    }))
     """
 )
 
@@ -113,7 +126,8 @@ def main() -> None:
             "ray cold": _run(args.study, root, "rc", root / "cache-ray", ray),
             "ray warm": _run(args.study, root, "rw", root / "cache-ray", ray),
         }
-        startup = _python(_STARTUP, str(args.cpus))["seconds"]
+        parts = _python(_STARTUP, str(args.cpus))
+        startup = parts["seconds"]
         csvs = {name: Path(run["csv"]).read_text() for name, run in runs.items()}
     identical = len(set(csvs.values())) == 1
     trainings = len(runs["local cold"]["trained"])
@@ -129,7 +143,12 @@ def main() -> None:
     training_gap = (runs["ray cold"]["seconds"] - runs["ray warm"]["seconds"]) - (
         runs["local cold"]["seconds"] - runs["local warm"]["seconds"]
     )
-    print(f"ray start-up and shut-down (private cluster, one task): {startup:.1f} s")
+    print(
+        f"ray start-up and shut-down (private cluster, one task): {startup:.1f} s = ray.init "
+        f"{parts['init']:.1f} s + first task (a worker starts and imports robustlab) "
+        f"{parts['first_task']:.1f} s + shut-down {parts['shutdown']:.1f} s (in a study it "
+        "overlaps the report)"
+    )
     print(f"ray overhead per cell (shard task): {per_cell * 1000:.0f} ms")
     if trainings:
         print(f"ray overhead per training: {training_gap / trainings:.1f} s")
@@ -140,6 +159,7 @@ def main() -> None:
                 {
                     "runs": runs,
                     "startup": startup,
+                    "startup_parts": parts,
                     "per_cell": per_cell,
                     "per_training": training_gap / max(trainings, 1),
                     "identical": identical,

@@ -518,10 +518,23 @@ def rows_ray(data: Mapping[str, Any], args: Sequence[str]) -> list[Row]:
             per_cell = 1000 * data["per_cell"]
             noise = ", below zero: within the noise" if per_cell < 0 else ""
             cause = f"and the scheduling of its shard tasks ({per_cell:.0f} ms per cell{noise})"
+        if state == "cold":  # the study as a user first runs it, training included
+            verdict = f"acceptance <= {RAY_ACCEPTANCE}x: {verdict}"
+        else:
+            verdict = f"a rerun from the model cache, {'within' if verdict == 'met' else 'above'} "
+            verdict += f"{RAY_ACCEPTANCE}x"
+        parts = data.get("startup_parts", {})
+        split = (
+            f" = ray.init {parts['init']:.1f} s + a worker's start and imports "
+            f"{parts['first_task']:.1f} s + shut-down {parts['shutdown']:.1f} s, which a study "
+            "overlaps with its report"
+            if parts
+            else ""
+        )
         row.note = (
-            f"Ray takes {1 / row.ratio:.2f}x the local wall time (acceptance <= "
-            f"{RAY_ACCEPTANCE}x: {verdict}): its private cluster's start-up and shut-down "
-            f"({data['startup']:.1f} s, measured alone) {cause}, on a study this small; "
+            f"Ray takes {1 / row.ratio:.2f}x the local wall time ({verdict}): its private "
+            f"cluster's start-up and shut-down ({data['startup']:.1f} s measured alone{split}) "
+            f"{cause}, on a study this small; "
             f"results.csv identical to the local run's: {'yes' if data['identical'] else 'NO'}"
         )
         rows.append(row)
