@@ -7,6 +7,7 @@ private 2-CPU Ray cluster (loopback, no dashboard) and are skipped where Ray is 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -267,8 +268,16 @@ def test_killed_driver_resumes(tmp_path: Path, local_run: tuple[Path, list[str]]
     for pid in leftover:
         os.kill(pid, signal.SIGKILL)
     assert not leftover, "the private Ray cluster outlived its killed driver"
+    store = ResultsStore(store_path)
+    kept = len(store.finished_keys())  # what the killed driver had committed
+    store.close()
+    assert 4 <= kept < 54
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    # The rerun resumes: it computes only the cells the killed driver had not committed.
+    computed = re.search(r"(\d+) cells computed \((\d+) in the study\)", rerun.stdout)
+    assert computed is not None, rerun.stdout
+    assert (int(computed[1]), int(computed[2])) == (54 - kept, 54)
     assert (run_dir / "results.csv").read_text() == local_run[0].read_text()
     store = ResultsStore(store_path)
     assert len(store.finished_keys()) == 54
