@@ -7,8 +7,9 @@ Example:
     'mnist-sample'
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from robustlab.lazy_names import lazy_names
 
 if TYPE_CHECKING:
     from robustlab.study.config import StudyConfig, load_config, parse_config
@@ -25,17 +26,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'robustlab.study' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = ["RunResult", "StudyConfig", "load_config", "parse_config", "run_study"]
